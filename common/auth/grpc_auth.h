@@ -1,0 +1,44 @@
+// The gRPC side of authentication: reads `authorization: Bearer <JWT>` from a call, and
+// TLS / mutual-TLS credentials from configured certificate files.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/auth/jwt.h"
+#include "common/time/clock.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_context.h"
+
+namespace continuum::auth {
+
+class Authenticator {
+ public:
+  Authenticator(JwtVerifier verifier, Clock& clock) : verifier_(std::move(verifier)), clock_(clock) {}
+  // UNAUTHENTICATED when the header is missing, not "Bearer ...", or the token is invalid.
+  absl::StatusOr<Principal> Authenticate(const grpc::ServerContextBase& context) const;
+  absl::StatusOr<Principal> AuthenticateHeader(absl::string_view authorization) const;
+
+ private:
+  JwtVerifier verifier_;
+  Clock& clock_;
+};
+
+struct TlsFiles {
+  std::string cert_file;  // PEM certificate chain (empty = plaintext)
+  std::string key_file;   // PEM private key
+  std::string ca_file;    // PEM CA bundle: verifies peers (clients for a server, servers for a client)
+  bool require_client_cert = false;  // server side: mutual TLS
+};
+
+// Plaintext when no certificate is configured.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const TlsFiles& tls);
+// For calls to other services: TLS when ca_file is set, with a client certificate when
+// cert_file/key_file are set (mutual TLS).
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(const TlsFiles& tls);
+
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+}  // namespace continuum::auth

@@ -1,0 +1,111 @@
+// One small interface over SQLite (embedded default) and PostgreSQL (production).
+//
+// SQL is written once, in the dialect both accept: `$1`-style parameters, `ON CONFLICT`,
+// `RETURNING`, BIGINT for instants (microseconds since the Unix epoch) and TEXT for ids.
+// The only per-backend spelling is in migrations (see ExpandDialect), never in queries.
+//
+// Errors: a unique/primary-key violation is ALREADY_EXISTS (reason UNIQUE_VIOLATION, metadata
+// "constraint"); a serialization failure, deadlock or lock timeout is ABORTED (retry the
+// transaction); a lost connection is UNAVAILABLE; anything else is INTERNAL.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace continuum::db {
+
+enum class Backend { kSqlite, kPostgres };
+
+// Bytes that must be bound as a BLOB / BYTEA, not as text.
+struct Blob {
+  std::string bytes;
+  bool operator==(const Blob&) const = default;
+};
+
+// A parameter or a result cell.
+using Value = std::variant<std::monostate, int64_t, double, std::string, Blob>;
+
+Value Null();
+// Instants are stored as microseconds since the epoch.
+Value Micros(absl::Time t);
+
+class Row {
+ public:
+  explicit Row(std::vector<Value> cells) : cells_(std::move(cells)) {}
+  size_t size() const { return cells_.size(); }
+  bool IsNull(size_t i) const;
+  // Conversions are lenient across backends (PostgreSQL returns text for numbers).
+  int64_t Int(size_t i) const;
+  double Double(size_t i) const;
+  std::string Text(size_t i) const;
+  std::string Bytes(size_t i) const;  // BLOB / BYTEA contents
+  absl::Time Time(size_t i) const;    // from microseconds
+  std::optional<int64_t> OptionalInt(size_t i) const;
+  const Value& cell(size_t i) const { return cells_.at(i); }
+
+ private:
+  std::vector<Value> cells_;
+};
+
+using Rows = std::vector<Row>;
+using Params = std::vector<Value>;
+
+// A connection inside an open transaction. Valid only inside the callback it was passed to.
+class Tx {
+ public:
+  virtual ~Tx() = default;
+  virtual absl::StatusOr<Rows> Query(absl::string_view sql, const Params& params = {}) = 0;
+  // Returns the number of rows changed.
+  virtual absl::StatusOr<int64_t> Exec(absl::string_view sql, const Params& params = {}) = 0;
+  // Several statements without parameters (migrations). Dialect placeholders are expanded.
+  virtual absl::Status ExecScript(absl::string_view sql) = 0;
+  virtual Backend backend() const = 0;
+};
+
+enum class TxMode { kReadWrite, kReadOnly };
+
+class Database {
+ public:
+  virtual ~Database() = default;
+
+  // Runs `fn` in a transaction: committed when fn returns OK, rolled back otherwise (and the
+  // status is returned). A commit that fails is reported, never silently dropped. When the
+  // transaction is ABORTED by the database (serialization, deadlock, busy), it is retried up
+  // to `max_attempts` times in total with a short back-off, so `fn` must be repeatable.
+  virtual absl::Status InTransaction(const std::function<absl::Status(Tx&)>& fn,
+                                     TxMode mode = TxMode::kReadWrite, int max_attempts = 3) = 0;
+
+  virtual Backend backend() const = 0;
+
+  // Single-statement conveniences, each its own read-write transaction (a query may be an
+  // INSERT ... RETURNING). Use InTransaction(..., kReadOnly) for reads that can share.
+  absl::StatusOr<Rows> Query(absl::string_view sql, const Params& params = {});
+  absl::StatusOr<int64_t> Exec(absl::string_view sql, const Params& params = {});
+};
+
+struct Options {
+  // "sqlite:/path/file.db", "sqlite::memory:", or "postgres://..." / "postgresql://..." (any
+  // libpq connection URI).
+  std::string url;
+  int pool_size = 4;                           // connections (SQLite :memory: always uses 1)
+  absl::Duration busy_timeout = absl::Seconds(5);  // SQLite lock wait / PG lock_timeout
+};
+
+absl::StatusOr<std::unique_ptr<Database>> Open(const Options& options);
+
+// Migration spelling that differs by backend, written as {{NAME}} in .sql files:
+//   {{AUTOINCREMENT_PK}} -> "INTEGER PRIMARY KEY AUTOINCREMENT" | "BIGSERIAL PRIMARY KEY"
+//   {{BLOB}}             -> "BLOB" | "BYTEA"
+std::string ExpandDialect(absl::string_view sql, Backend backend);
+
+}  // namespace continuum::db

@@ -1,0 +1,178 @@
+#include "common/db/database_contract.h"
+
+#include <atomic>
+#include <thread>
+
+#include "common/db/migrations.h"
+#include "common/status/errors.h"
+#include "common/status/macros.h"
+#include "gmock/gmock.h"
+
+namespace continuum::db {
+
+void DatabaseContractTest::SetUp() {
+  auto db = GetParam().open();
+  ASSERT_TRUE(db.ok()) << db.status();
+  db_ = std::move(*db);
+  ASSERT_TRUE(ApplyMigrations(*db_, "contract",
+                              {{1, "items", R"sql(
+CREATE TABLE items (
+  id TEXT PRIMARY KEY,
+  n BIGINT NOT NULL DEFAULT 0,
+  x DOUBLE PRECISION,
+  label TEXT,
+  data {{BLOB}}
+);
+CREATE TABLE seq (id {{AUTOINCREMENT_PK}}, v TEXT NOT NULL);
+)sql"}})
+                  .ok());
+}
+
+namespace {
+
+TEST_P(DatabaseContractTest, RoundTripsEveryValueType) {
+  std::string bytes("a\0b\xff", 4);
+  ASSERT_TRUE(db_->Exec("INSERT INTO items (id, n, x, label, data) VALUES ($1, $2, $3, $4, $5)",
+                        {"k1", int64_t{1} << 40, 2.5, Null(), Blob{bytes}})
+                  .ok());
+  auto rows = db_->Query("SELECT id, n, x, label, data FROM items WHERE id = $1", {"k1"});
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 1u);
+  const Row& r = rows->at(0);
+  EXPECT_EQ(r.Text(0), "k1");
+  EXPECT_EQ(r.Int(1), int64_t{1} << 40);
+  EXPECT_DOUBLE_EQ(r.Double(2), 2.5);
+  EXPECT_TRUE(r.IsNull(3));
+  EXPECT_EQ(r.Bytes(4), bytes);
+}
+
+TEST_P(DatabaseContractTest, ParametersMayRepeatAndComeOutOfOrder) {
+  ASSERT_TRUE(db_->Exec("INSERT INTO items (id, label, n) VALUES ($2, $1, $3)", {"lbl", "k2", int64_t{7}}).ok());
+  auto rows = db_->Query("SELECT label FROM items WHERE id = $1 AND (n = $2 OR n = $2)", {"k2", int64_t{7}});
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ(rows->at(0).Text(0), "lbl");
+}
+
+TEST_P(DatabaseContractTest, CommitsWhenCallbackSucceedsAndRollsBackWhenItFails) {
+  ASSERT_TRUE(db_->InTransaction([](Tx& tx) {
+                    return tx.Exec("INSERT INTO items (id) VALUES ('kept')").status();
+                  }).ok());
+  absl::Status failed = db_->InTransaction([](Tx& tx) -> absl::Status {
+    RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id) VALUES ('dropped')").status());
+    RETURN_IF_ERROR(tx.Exec("UPDATE items SET n = 99 WHERE id = 'kept'").status());
+    return absl::FailedPreconditionError("rule not met");
+  });
+  EXPECT_EQ(failed.code(), absl::StatusCode::kFailedPrecondition);
+  auto rows = db_->Query("SELECT id, n FROM items ORDER BY id");
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ(rows->at(0).Text(0), "kept");
+  EXPECT_EQ(rows->at(0).Int(1), 0);
+}
+
+TEST_P(DatabaseContractTest, UniqueViolationIsAlreadyExistsAndKeepsFirstRow) {
+  ASSERT_TRUE(db_->Exec("INSERT INTO items (id, label) VALUES ('dup', 'first')").ok());
+  auto second = db_->Exec("INSERT INTO items (id, label) VALUES ('dup', 'second')");
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(ErrorReason(second.status()), "UNIQUE_VIOLATION");
+  auto rows = db_->Query("SELECT label FROM items WHERE id = 'dup'");
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(rows->at(0).Text(0), "first");
+}
+
+TEST_P(DatabaseContractTest, ExecReportsRowsChangedAndOnConflictWorks) {
+  ASSERT_TRUE(db_->Exec("INSERT INTO items (id) VALUES ('a'), ('b'), ('c')").ok());
+  auto changed = db_->Exec("UPDATE items SET n = n + 1 WHERE id <> $1", {"a"});
+  ASSERT_TRUE(changed.ok());
+  EXPECT_EQ(*changed, 2);
+  auto none = db_->Exec("INSERT INTO items (id) VALUES ('a') ON CONFLICT (id) DO NOTHING");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0);
+  auto returning = db_->Query("INSERT INTO seq (v) VALUES ('x') RETURNING id");
+  ASSERT_TRUE(returning.ok()) << returning.status();
+  EXPECT_GE(returning->at(0).Int(0), 1);
+}
+
+TEST_P(DatabaseContractTest, AutoincrementIdsIncrease) {
+  int64_t last = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto rows = db_->Query("INSERT INTO seq (v) VALUES ($1) RETURNING id", {std::string("v")});
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    int64_t id = rows->at(0).Int(0);
+    EXPECT_GT(id, last);
+    last = id;
+  }
+}
+
+TEST_P(DatabaseContractTest, ConcurrentWritersLoseNoUpdate) {
+  ASSERT_TRUE(db_->Exec("INSERT INTO items (id, n) VALUES ('counter', 0)").ok());
+  constexpr int kThreads = 8, kPerThread = 25;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPerThread; ++i) {
+        absl::Status s = db_->InTransaction([](Tx& tx) -> absl::Status {
+          ASSIGN_OR_RETURN(Rows r, tx.Query("SELECT n FROM items WHERE id = 'counter'"));
+          // Read-modify-write in one transaction: the increment must not be lost.
+          return tx.Exec("UPDATE items SET n = n + 1 WHERE id = 'counter' AND n >= $1",
+                         {r.at(0).Int(0)}).status();
+        }, TxMode::kReadWrite, 10);
+        if (!s.ok()) failures++;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto rows = db_->Query("SELECT n FROM items WHERE id = 'counter'");
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(rows->at(0).Int(0), kThreads * kPerThread);
+}
+
+TEST_P(DatabaseContractTest, ConcurrentInsertsOfOneKeyHaveExactlyOneWinner) {
+  constexpr int kThreads = 8;
+  std::atomic<int> wins{0}, conflicts{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto s = db_->Exec("INSERT INTO items (id, n) VALUES ('slot', $1)", {int64_t{t}});
+      if (s.ok()) wins++;
+      else if (s.status().code() == absl::StatusCode::kAlreadyExists) conflicts++;
+      else other++;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wins.load(), 1);
+  EXPECT_EQ(conflicts.load(), kThreads - 1);
+  EXPECT_EQ(other.load(), 0);
+}
+
+TEST_P(DatabaseContractTest, MigrationsApplyOnceAndAFailedOneLeavesNoTrace) {
+  std::vector<Migration> migrations = {{1, "a", "CREATE TABLE m1 (id TEXT PRIMARY KEY);"},
+                                       {2, "b", "CREATE TABLE m2 (id TEXT PRIMARY KEY);"}};
+  ASSERT_TRUE(ApplyMigrations(*db_, "mtest", migrations).ok());
+  ASSERT_TRUE(ApplyMigrations(*db_, "mtest", migrations).ok()) << "re-applying must be a no-op";
+  migrations.push_back({3, "broken", "CREATE TABLE m3 (id TEXT PRIMARY KEY); CREATE TABLE m1 (x TEXT);"});
+  absl::Status s = ApplyMigrations(*db_, "mtest", migrations);
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("mtest/3"));
+  auto recorded = db_->Query("SELECT version FROM schema_migrations WHERE component = 'mtest' ORDER BY version");
+  ASSERT_TRUE(recorded.ok());
+  ASSERT_EQ(recorded->size(), 2u);
+  EXPECT_EQ(recorded->at(1).Int(0), 2);
+  EXPECT_FALSE(db_->Query("SELECT * FROM m3").ok()) << "m3 must have been rolled back";
+}
+
+TEST_P(DatabaseContractTest, ReadOnlyTransactionRefusesWrites) {
+  absl::Status s = db_->InTransaction(
+      [](Tx& tx) { return tx.Exec("INSERT INTO items (id) VALUES ('ro')").status(); }, TxMode::kReadOnly);
+  EXPECT_FALSE(s.ok()) << "a write inside a read-only transaction succeeded";
+  auto rows = db_->Query("SELECT COUNT(*) FROM items WHERE id = 'ro'");
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(rows->at(0).Int(0), 0);
+}
+
+}  // namespace
+}  // namespace continuum::db

@@ -1,0 +1,255 @@
+// PostgreSQL backend over libpq: a pool of connections, prepared statements cached per
+// connection, READ COMMITTED transactions. Conflicts are left to constraints and explicit
+// locks in the SQL, never to check-then-insert.
+#include <libpq-fe.h>
+
+#include <deque>
+#include <map>
+#include <memory>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "common/db/backends.h"
+#include "common/status/errors.h"
+#include "common/status/macros.h"
+
+namespace continuum::db {
+namespace {
+
+// Type OIDs from pg_type.h (stable across PostgreSQL versions).
+constexpr Oid kBoolOid = 16, kByteaOid = 17, kInt8Oid = 20, kInt2Oid = 21, kInt4Oid = 23,
+              kFloat4Oid = 700, kFloat8Oid = 701, kNumericOid = 1700;
+
+struct ResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using Result = std::unique_ptr<PGresult, ResultDeleter>;
+
+class PgConn final : public Tx {
+ public:
+  explicit PgConn(std::string url) : url_(std::move(url)) {}
+  ~PgConn() override {
+    if (conn_) PQfinish(conn_);
+  }
+
+  // Connects (or reconnects after a failure). Statement cache is per connection.
+  absl::Status EnsureConnected(absl::Duration lock_timeout) {
+    if (conn_ && PQstatus(conn_) == CONNECTION_OK) return absl::OkStatus();
+    if (conn_) PQfinish(conn_);
+    statements_.clear();
+    conn_ = PQconnectdb(url_.c_str());
+    if (PQstatus(conn_) != CONNECTION_OK) {
+      std::string msg = PQerrorMessage(conn_);
+      PQfinish(conn_);
+      conn_ = nullptr;
+      return MakeError(absl::StatusCode::kUnavailable, "DATABASE_UNAVAILABLE",
+                       absl::StrCat("cannot connect to PostgreSQL: ", msg));
+    }
+    std::string setup = absl::StrFormat("SET lock_timeout = %d; SET client_min_messages = warning",
+                                        absl::ToInt64Milliseconds(lock_timeout));
+    Result r(PQexec(conn_, setup.c_str()));
+    if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return Error(r.get(), "session setup");
+    return absl::OkStatus();
+  }
+
+  bool broken() const { return conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK; }
+
+  absl::Status Error(PGresult* r, absl::string_view what) {
+    if (broken()) {
+      return MakeError(absl::StatusCode::kUnavailable, "DATABASE_UNAVAILABLE",
+                       absl::StrCat("lost connection to PostgreSQL during ", what));
+    }
+    const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+    std::string sqlstate = state ? state : "";
+    std::string msg = r ? PQresultErrorMessage(r) : PQerrorMessage(conn_);
+    while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+    if (sqlstate == "23505") {
+      const char* c = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+      return MakeError(absl::StatusCode::kAlreadyExists, "UNIQUE_VIOLATION", msg,
+                       {{"constraint", c ? c : ""}});
+    }
+    if (sqlstate == "40001" || sqlstate == "40P01" || sqlstate == "55P03") {
+      return MakeError(absl::StatusCode::kAborted, "DB_BUSY", msg);
+    }
+    if (absl::StartsWith(sqlstate, "08") || absl::StartsWith(sqlstate, "57P")) {
+      return MakeError(absl::StatusCode::kUnavailable, "DATABASE_UNAVAILABLE", msg);
+    }
+    if (absl::StartsWith(sqlstate, "23")) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "CONSTRAINT_VIOLATION", msg);
+    }
+    return absl::InternalError(absl::StrCat("postgres ", what, " [", sqlstate, "]: ", msg));
+  }
+
+  absl::StatusOr<Result> Run(absl::string_view sql, const Params& params) {
+    std::string key(sql);
+    std::string name;
+    if (auto it = statements_.find(key); it != statements_.end()) {
+      name = it->second;
+    } else {
+      name = absl::StrCat("s", statements_.size() + 1);
+      Result prep(PQprepare(conn_, name.c_str(), key.c_str(), 0, nullptr));
+      if (PQresultStatus(prep.get()) != PGRES_COMMAND_OK) return Error(prep.get(), "prepare");
+      statements_[key] = name;
+    }
+    std::vector<std::string> text(params.size());
+    std::vector<const char*> values(params.size());
+    std::vector<int> lengths(params.size()), formats(params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      const Value& v = params[i];
+      if (std::holds_alternative<std::monostate>(v)) {
+        values[i] = nullptr;
+        continue;
+      }
+      if (auto* x = std::get_if<int64_t>(&v)) text[i] = absl::StrCat(*x);
+      else if (auto* d = std::get_if<double>(&v)) text[i] = absl::StrFormat("%.17g", *d);
+      else if (auto* s = std::get_if<std::string>(&v)) text[i] = *s;
+      else if (auto* b = std::get_if<Blob>(&v)) {
+        text[i] = b->bytes;
+        formats[i] = 1;  // binary: bytea contents as-is
+      }
+      values[i] = text[i].data();
+      lengths[i] = static_cast<int>(text[i].size());
+    }
+    Result r(PQexecPrepared(conn_, name.c_str(), static_cast<int>(params.size()), values.data(),
+                            lengths.data(), formats.data(), 0));
+    ExecStatusType st = PQresultStatus(r.get());
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return Error(r.get(), "query");
+    return r;
+  }
+
+  absl::StatusOr<Rows> Query(absl::string_view sql, const Params& params) override {
+    ASSIGN_OR_RETURN(Result r, Run(sql, params));
+    Rows rows;
+    int nrows = PQntuples(r.get()), ncols = PQnfields(r.get());
+    rows.reserve(nrows);
+    for (int i = 0; i < nrows; ++i) {
+      std::vector<Value> cells;
+      cells.reserve(ncols);
+      for (int c = 0; c < ncols; ++c) {
+        if (PQgetisnull(r.get(), i, c)) {
+          cells.emplace_back(std::monostate{});
+          continue;
+        }
+        std::string s(PQgetvalue(r.get(), i, c), PQgetlength(r.get(), i, c));
+        switch (PQftype(r.get(), c)) {
+          case kInt2Oid:
+          case kInt4Oid:
+          case kInt8Oid: cells.emplace_back(static_cast<int64_t>(std::stoll(s))); break;
+          case kFloat4Oid:
+          case kFloat8Oid:
+          case kNumericOid: cells.emplace_back(std::stod(s)); break;
+          case kBoolOid: cells.emplace_back(static_cast<int64_t>(s == "t")); break;
+          case kByteaOid: {
+            size_t len = 0;
+            unsigned char* raw = PQunescapeBytea(reinterpret_cast<const unsigned char*>(s.c_str()), &len);
+            cells.emplace_back(Blob{std::string(reinterpret_cast<char*>(raw), len)});
+            PQfreemem(raw);
+            break;
+          }
+          default: cells.emplace_back(std::move(s));
+        }
+      }
+      rows.emplace_back(std::move(cells));
+    }
+    return rows;
+  }
+
+  absl::StatusOr<int64_t> Exec(absl::string_view sql, const Params& params) override {
+    ASSIGN_OR_RETURN(Result r, Run(sql, params));
+    const char* n = PQcmdTuples(r.get());
+    return n && *n ? std::stoll(n) : 0;
+  }
+
+  absl::Status ExecScript(absl::string_view sql) override {
+    std::string expanded = ExpandDialect(sql, Backend::kPostgres);
+    return Simple(expanded.c_str());
+  }
+
+  Backend backend() const override { return Backend::kPostgres; }
+
+  absl::Status Simple(const char* sql) {
+    Result r(PQexec(conn_, sql));
+    ExecStatusType st = PQresultStatus(r.get());
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return Error(r.get(), "statement");
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string url_;
+  PGconn* conn_ = nullptr;
+  std::map<std::string, std::string, std::less<>> statements_;
+};
+
+class PostgresDatabase final : public Database {
+ public:
+  PostgresDatabase(const std::string& url, const Options& options) : options_(options) {
+    for (int i = 0; i < std::max(1, options.pool_size); ++i) {
+      conns_.push_back(std::make_unique<PgConn>(url));
+      idle_.push_back(conns_.back().get());
+    }
+  }
+
+  Backend backend() const override { return Backend::kPostgres; }
+
+  absl::Status InTransaction(const std::function<absl::Status(Tx&)>& fn, TxMode mode,
+                             int max_attempts) override {
+    return RetryAborted(max_attempts, [&] { return Attempt(fn, mode); });
+  }
+
+  absl::Status Connect() {
+    PgConn* c = Acquire();
+    absl::Status s = c->EnsureConnected(options_.busy_timeout);
+    Release(c);
+    return s;
+  }
+
+ private:
+  absl::Status Attempt(const std::function<absl::Status(Tx&)>& fn, TxMode mode) {
+    PgConn* conn = Acquire();
+    absl::Status status = conn->EnsureConnected(options_.busy_timeout);
+    if (status.ok()) {
+      status = conn->Simple(mode == TxMode::kReadOnly ? "BEGIN READ ONLY" : "BEGIN");
+      if (status.ok()) {
+        status = fn(*conn);
+        if (status.ok()) {
+          status = conn->Simple("COMMIT");
+        } else if (!conn->broken()) {
+          conn->Simple("ROLLBACK").IgnoreError();
+        }
+      }
+    }
+    Release(conn);
+    return status;
+  }
+
+  PgConn* Acquire() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(+[](std::deque<PgConn*>* q) { return !q->empty(); }, &idle_));
+    PgConn* c = idle_.front();
+    idle_.pop_front();
+    return c;
+  }
+  void Release(PgConn* c) {
+    absl::MutexLock lock(&mu_);
+    idle_.push_back(c);
+  }
+
+  Options options_;
+  std::vector<std::unique_ptr<PgConn>> conns_;
+  absl::Mutex mu_;
+  std::deque<PgConn*> idle_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Database>> OpenPostgres(const std::string& url,
+                                                       const Options& options) {
+  auto db = std::make_unique<PostgresDatabase>(url, options);
+  RETURN_IF_ERROR(db->Connect());  // fail fast on a bad URL or an unreachable server
+  return std::unique_ptr<Database>(std::move(db));
+}
+
+}  // namespace continuum::db

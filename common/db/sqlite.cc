@@ -1,0 +1,242 @@
+// SQLite backend: WAL, synchronous=FULL (a committed transaction survives power loss and
+// SIGKILL), busy timeout. Writers are serialised by an in-process mutex so that concurrent
+// requests in one process queue fairly instead of spinning on SQLITE_BUSY; readers use the
+// other pooled connections concurrently (WAL lets them read while one writes).
+#include <sqlite3.h>
+
+#include <deque>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/db/backends.h"
+#include "common/status/errors.h"
+#include "common/status/macros.h"
+
+namespace continuum::db {
+namespace {
+
+absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what) {
+  int extended = db ? sqlite3_extended_errcode(db) : rc;
+  std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  switch (extended) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+      return MakeError(absl::StatusCode::kAlreadyExists, "UNIQUE_VIOLATION", msg,
+                       {{"constraint", msg}});
+    default:
+      break;
+  }
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return MakeError(absl::StatusCode::kAborted, "DB_BUSY",
+                       absl::StrCat("database busy during ", what, ": ", msg));
+    case SQLITE_CONSTRAINT:
+      return MakeError(absl::StatusCode::kFailedPrecondition, "CONSTRAINT_VIOLATION", msg);
+    default:
+      return absl::InternalError(absl::StrCat("sqlite ", what, ": ", msg));
+  }
+}
+
+class SqliteConn final : public Tx {
+ public:
+  explicit SqliteConn(sqlite3* db) : db_(db) {}
+  ~SqliteConn() override {
+    for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+    sqlite3_close_v2(db_);
+  }
+
+  absl::StatusOr<sqlite3_stmt*> Prepare(absl::string_view sql, const Params& params) {
+    std::string key(sql);
+    sqlite3_stmt* stmt = nullptr;
+    if (auto it = statements_.find(key); it != statements_.end()) {
+      stmt = it->second;
+      sqlite3_reset(stmt);
+      sqlite3_clear_bindings(stmt);
+    } else {
+      int rc = sqlite3_prepare_v3(db_, key.data(), static_cast<int>(key.size()),
+                                  SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+      if (rc != SQLITE_OK) return SqliteError(db_, rc, "prepare");
+      statements_[key] = stmt;
+    }
+    int count = sqlite3_bind_parameter_count(stmt);
+    for (int i = 1; i <= count; ++i) {
+      const char* name = sqlite3_bind_parameter_name(stmt, i);
+      int n = name && name[0] == '$' ? atoi(name + 1) : 0;
+      if (n < 1 || n > static_cast<int>(params.size())) {
+        return absl::InternalError(absl::StrCat("statement uses parameter ", name ? name : "?",
+                                                " but ", params.size(), " were given: ", sql));
+      }
+      const Value& v = params[n - 1];
+      int rc = SQLITE_OK;
+      if (std::holds_alternative<std::monostate>(v)) {
+        rc = sqlite3_bind_null(stmt, i);
+      } else if (auto* x = std::get_if<int64_t>(&v)) {
+        rc = sqlite3_bind_int64(stmt, i, *x);
+      } else if (auto* d = std::get_if<double>(&v)) {
+        rc = sqlite3_bind_double(stmt, i, *d);
+      } else if (auto* s = std::get_if<std::string>(&v)) {
+        rc = sqlite3_bind_text(stmt, i, s->data(), static_cast<int>(s->size()), SQLITE_TRANSIENT);
+      } else if (auto* b = std::get_if<Blob>(&v)) {
+        rc = sqlite3_bind_blob(stmt, i, b->bytes.data(), static_cast<int>(b->bytes.size()),
+                               SQLITE_TRANSIENT);
+      }
+      if (rc != SQLITE_OK) return SqliteError(db_, rc, "bind");
+    }
+    return stmt;
+  }
+
+  absl::StatusOr<Rows> Query(absl::string_view sql, const Params& params) override {
+    ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(sql, params));
+    Rows rows;
+    while (true) {
+      int rc = sqlite3_step(stmt);
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) {
+        absl::Status err = SqliteError(db_, rc, "query");
+        sqlite3_reset(stmt);
+        return err;
+      }
+      int n = sqlite3_column_count(stmt);
+      std::vector<Value> cells;
+      cells.reserve(n);
+      for (int c = 0; c < n; ++c) {
+        switch (sqlite3_column_type(stmt, c)) {
+          case SQLITE_INTEGER: cells.emplace_back(static_cast<int64_t>(sqlite3_column_int64(stmt, c))); break;
+          case SQLITE_FLOAT: cells.emplace_back(sqlite3_column_double(stmt, c)); break;
+          case SQLITE_TEXT:
+            cells.emplace_back(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, c)),
+                                           sqlite3_column_bytes(stmt, c)));
+            break;
+          case SQLITE_BLOB: {
+            const char* p = static_cast<const char*>(sqlite3_column_blob(stmt, c));
+            cells.emplace_back(Blob{std::string(p ? p : "", sqlite3_column_bytes(stmt, c))});
+            break;
+          }
+          default: cells.emplace_back(std::monostate{});
+        }
+      }
+      rows.emplace_back(std::move(cells));
+    }
+    sqlite3_reset(stmt);
+    return rows;
+  }
+
+  absl::StatusOr<int64_t> Exec(absl::string_view sql, const Params& params) override {
+    RETURN_IF_ERROR(Query(sql, params).status());
+    return sqlite3_changes64(db_);
+  }
+
+  absl::Status ExecScript(absl::string_view sql) override {
+    std::string expanded = ExpandDialect(sql, Backend::kSqlite);
+    char* err = nullptr;
+    int rc = sqlite3_exec(db_, expanded.c_str(), nullptr, nullptr, &err);
+    if (rc != SQLITE_OK) {
+      std::string msg = err ? err : sqlite3_errstr(rc);
+      sqlite3_free(err);
+      return absl::InternalError(absl::StrCat("sqlite script: ", msg));
+    }
+    return absl::OkStatus();
+  }
+
+  Backend backend() const override { return Backend::kSqlite; }
+
+  absl::Status Simple(const char* sql) {
+    char* err = nullptr;
+    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err);
+    sqlite3_free(err);
+    return rc == SQLITE_OK ? absl::OkStatus() : SqliteError(db_, rc, sql);
+  }
+
+ private:
+  sqlite3* db_;
+  std::map<std::string, sqlite3_stmt*, std::less<>> statements_;
+};
+
+class SqliteDatabase final : public Database {
+ public:
+  SqliteDatabase(std::vector<std::unique_ptr<SqliteConn>> conns) : conns_(std::move(conns)) {
+    for (auto& c : conns_) idle_.push_back(c.get());
+  }
+
+  Backend backend() const override { return Backend::kSqlite; }
+
+  absl::Status InTransaction(const std::function<absl::Status(Tx&)>& fn, TxMode mode,
+                             int max_attempts) override {
+    return RetryAborted(max_attempts, [&] { return Attempt(fn, mode); });
+  }
+
+ private:
+  absl::Status Attempt(const std::function<absl::Status(Tx&)>& fn, TxMode mode) {
+    bool write = mode == TxMode::kReadWrite || conns_.size() == 1;
+    if (write) writer_mu_.Lock();
+    SqliteConn* conn = Acquire();
+    bool read_only = mode == TxMode::kReadOnly;
+    // query_only makes a read-only transaction refuse writes, as PostgreSQL's READ ONLY does.
+    absl::Status status = conn->Simple(read_only ? "PRAGMA query_only = 1" : "PRAGMA query_only = 0");
+    if (status.ok()) status = conn->Simple(read_only ? "BEGIN" : "BEGIN IMMEDIATE");
+    if (status.ok()) {
+      status = fn(*conn);
+      if (status.ok()) {
+        status = conn->Simple("COMMIT");
+        if (!status.ok()) conn->Simple("ROLLBACK").IgnoreError();
+      } else {
+        conn->Simple("ROLLBACK").IgnoreError();
+      }
+    }
+    Release(conn);
+    if (write) writer_mu_.Unlock();
+    return status;
+  }
+
+  SqliteConn* Acquire() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(+[](std::deque<SqliteConn*>* q) { return !q->empty(); }, &idle_));
+    SqliteConn* c = idle_.front();
+    idle_.pop_front();
+    return c;
+  }
+  void Release(SqliteConn* c) {
+    absl::MutexLock lock(&mu_);
+    idle_.push_back(c);
+  }
+
+  std::vector<std::unique_ptr<SqliteConn>> conns_;
+  absl::Mutex mu_;
+  std::deque<SqliteConn*> idle_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex writer_mu_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Database>> OpenSqlite(const std::string& path,
+                                                     const Options& options) {
+  if (path.empty()) {
+    return absl::InvalidArgumentError("sqlite url needs a path: sqlite:/path/file.db or sqlite::memory:");
+  }
+  bool memory = path == ":memory:";
+  int n = memory ? 1 : std::max(1, options.pool_size);
+  std::vector<std::unique_ptr<SqliteConn>> conns;
+  for (int i = 0; i < n; ++i) {
+    sqlite3* db = nullptr;
+    int rc = sqlite3_open_v2(path.c_str(), &db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK) {
+      std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+      sqlite3_close_v2(db);
+      return absl::UnavailableError(absl::StrCat("cannot open sqlite database '", path, "': ", msg));
+    }
+    sqlite3_busy_timeout(db, static_cast<int>(absl::ToInt64Milliseconds(options.busy_timeout)));
+    auto conn = std::make_unique<SqliteConn>(db);
+    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+                               "PRAGMA foreign_keys=ON"}) {
+      if (memory && absl::string_view(pragma) == "PRAGMA journal_mode=WAL") continue;
+      RETURN_IF_ERROR(conn->Simple(pragma));
+    }
+    conns.push_back(std::move(conn));
+  }
+  return std::unique_ptr<Database>(new SqliteDatabase(std::move(conns)));
+}
+
+}  // namespace continuum::db

@@ -1,0 +1,21 @@
+#include "common/log/log.h"
+
+#include "spdlog/sinks/stdout_sinks.h"
+#include "spdlog/spdlog.h"
+
+namespace continuum {
+
+absl::Status InitLogging(const std::string& service, const std::string& level) {
+  auto parsed = spdlog::level::from_str(level);
+  if (parsed == spdlog::level::off && level != "off") {
+    return absl::InvalidArgumentError("log level '" + level +
+                                      "' is not one of trace, debug, info, warn, error, off");
+  }
+  auto logger = spdlog::stderr_logger_mt(service);
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %^%l%$ [%n] %v", spdlog::pattern_time_type::utc);
+  logger->set_level(parsed);
+  spdlog::set_default_logger(logger);
+  return absl::OkStatus();
+}
+
+}  // namespace continuum

@@ -1,0 +1,139 @@
+#include "common/server/runtime.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/log/log.h"
+#include "common/time/clock.h"
+#include "spdlog/spdlog.h"
+
+namespace continuum {
+
+CommonConfig ReadCommonConfig(ConfigSource& source, const std::string& service, int default_port,
+                              int default_metrics_port) {
+  CommonConfig c;
+  c.server.listen_address = source.String("listen-address", absl::StrCat("127.0.0.1:", default_port),
+                                          "gRPC listen address host:port (port 0 = any free port)");
+  c.server.metrics_address =
+      source.String("metrics-address", absl::StrCat("127.0.0.1:", default_metrics_port),
+                    "Prometheus /metrics listen address host:port; empty disables");
+  c.server.drain_deadline = source.Duration(
+      "drain-deadline", absl::Seconds(10), "on SIGTERM, how long in-flight calls may take to finish");
+  c.server.executor_threads = static_cast<int>(
+      source.Int("worker-threads", 8, "threads for blocking work (database, redis)", 1, 256));
+  c.server.executor_queue = static_cast<int>(
+      source.Int("worker-queue", 10000, "queued calls before RESOURCE_EXHAUSTED", 1, 1000000));
+  c.server.tls.cert_file = source.String("tls-cert-file", "", "PEM certificate; empty = plaintext");
+  c.server.tls.key_file = source.String("tls-key-file", "", "PEM private key for tls-cert-file");
+  c.server.tls.ca_file = source.String("tls-ca-file", "", "PEM CA bundle for verifying peers");
+  c.server.tls.require_client_cert =
+      source.Bool("tls-require-client-cert", false, "mutual TLS: refuse clients without a valid cert");
+  c.database_url = source.String("database-url", absl::StrCat("sqlite:", service, ".db"),
+                                 "sqlite:/path/file.db, sqlite::memory: or postgres://...");
+  c.database_pool = static_cast<int>(source.Int("database-pool", 4, "database connections", 1, 256));
+  c.redis_address = source.String("redis-address", "127.0.0.1:6379", "redis host:port");
+  c.jwt.issuer = source.String("jwt-issuer", "continuum-dev", "required JWT 'iss'");
+  c.jwt.audience = source.String("jwt-audience", "continuum", "required JWT 'aud'");
+  std::string algs = source.String("jwt-algorithms", "HS256", "accepted JWT algorithms, comma-separated (HS256, RS256, ES256)");
+  c.jwt.algorithms = absl::StrSplit(algs, ',', absl::SkipEmpty());
+  c.jwt.hs256_secret = source.String("jwt-hs256-secret", "", "HS256 secret (prefer jwt-hs256-secret-file)");
+  std::string secret_file = source.String("jwt-hs256-secret-file", "", "file holding the HS256 secret");
+  std::string key_file = source.String("jwt-public-key-file", "", "PEM public key for RS256/ES256");
+  c.log_level = source.String("log-level", "info", "trace, debug, info, warn, error");
+  c.ready_file = source.String("ready-file", "", "write the bound addresses here once serving");
+  if (!secret_file.empty()) {
+    auto secret = auth::ReadFile(secret_file);
+    if (secret.ok()) {
+      c.jwt.hs256_secret = *secret;
+      while (!c.jwt.hs256_secret.empty() && c.jwt.hs256_secret.back() == '\n') c.jwt.hs256_secret.pop_back();
+    } else {
+      source.AddError(std::string(secret.status().message()));
+    }
+  }
+  if (!key_file.empty()) {
+    auto key = auth::ReadFile(key_file);
+    if (key.ok()) c.jwt.public_key_pem = *key;
+    else source.AddError(std::string(key.status().message()));
+  }
+  if (!c.redis_address.empty() && !redis::ParseAddress(c.redis_address).ok()) {
+    source.AddError(std::string(redis::ParseAddress(c.redis_address).status().message()));
+  }
+  return c;
+}
+
+int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
+  BlockTerminationSignals();  // before any thread starts, so all inherit the mask
+  ConfigSource source = ConfigSource::FromMain(argc, argv);
+  Runtime rt;
+  rt.config = ReadCommonConfig(source, def.name, def.default_port, def.default_metrics_port);
+  if (def.read_config) def.read_config(source);
+  if (source.help_requested()) {
+    std::fputs(source.Usage(def.binary).c_str(), stdout);
+    return 0;
+  }
+  auto verifier = auth::JwtVerifier::Create(rt.config.jwt);
+  if (!verifier.ok()) source.AddError(std::string(verifier.status().message()));
+  absl::Status config_status = source.Finish();
+  if (!config_status.ok()) {
+    std::fprintf(stderr, "%s: %s\n", def.binary.c_str(), std::string(config_status.message()).c_str());
+    return 2;
+  }
+  if (auto s = InitLogging(def.name, rt.config.log_level); !s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", def.binary.c_str(), std::string(s.message()).c_str());
+    return 2;
+  }
+  auto fail = [&](const absl::Status& s) {
+    spdlog::critical("start-up failed: {}", s.ToString());
+    return 1;
+  };
+
+  auto db = db::Open({.url = rt.config.database_url, .pool_size = rt.config.database_pool});
+  if (!db.ok()) return fail(db.status());
+  rt.db = std::move(*db);
+  if (auto s = db::ApplyMigrations(*rt.db, "outbox", outbox::Migrations()); !s.ok()) return fail(s);
+  if (auto s = db::ApplyMigrations(*rt.db, def.name, def.migrations); !s.ok()) return fail(s);
+
+  auto redis_options = redis::ParseAddress(rt.config.redis_address);
+  rt.redis = std::make_unique<redis::Client>(*redis_options);
+  std::string owner = absl::StrCat(def.name, "-", getpid());
+  rt.relay = std::make_unique<outbox::Relay>(*rt.db, *rt.redis, RealClock::Get(),
+                                             outbox::Relay::Options{.owner = owner});
+  rt.authenticator = std::make_unique<auth::Authenticator>(std::move(*verifier), RealClock::Get());
+  rt.host = std::make_unique<ServiceHost>(def.binary, rt.config.server);
+
+  auto services = def.build(rt);
+  if (!services.ok()) return fail(services.status());
+  for (auto& [service, health_name] : *services) rt.host->AddService(service.get(), health_name);
+  if (auto s = rt.host->Start(); !s.ok()) return fail(s);
+  rt.relay->Start();
+
+  // Redis health is a component status ("continuum.redis"): visible to operators and to
+  // services that need Redis, without taking the whole server out of rotation.
+  std::atomic<bool> stop{false};
+  std::thread redis_watch([&] {
+    bool last = true;
+    while (!stop.load()) {
+      bool ok = rt.redis->Ping().ok();
+      if (ok != last) spdlog::warn("redis at {} is {}", rt.config.redis_address, ok ? "back" : "unreachable");
+      rt.host->SetServing("continuum.redis", ok);
+      last = ok;
+      for (int i = 0; i < 10 && !stop.load(); ++i) absl::SleepFor(absl::Milliseconds(100));
+    }
+  });
+
+  if (auto s = WriteReadyFile(rt.config.ready_file, *rt.host); !s.ok()) spdlog::error("{}", s.ToString());
+  int sig = WaitForTerminationSignal();
+  spdlog::info("received signal {}", sig);
+  rt.host->Shutdown();
+  stop.store(true);
+  redis_watch.join();
+  rt.relay->Stop();
+  return 0;
+}
+
+}  // namespace continuum

@@ -1,0 +1,1 @@
+#include "services/messaging/messaging_service.h"

@@ -1,0 +1,20 @@
+// continuum-scheduling: configuration by flags / CONTINUUM_* environment (see --help).
+#include "common/server/runtime.h"
+#include "services/scheduling/scheduling_service.h"
+
+int main(int argc, char** argv) {
+  using namespace continuum;
+  ServiceDefinition def;
+  def.name = "scheduling";
+  def.binary = "continuum-scheduling";
+  def.default_port = 7001;
+  def.default_metrics_port = 9101;
+  def.migrations = scheduling::Migrations();
+  def.build = [](Runtime& rt)
+      -> absl::StatusOr<std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>> {
+    auto service = std::make_shared<scheduling::SchedulingServiceImpl>(*rt.authenticator, rt.host->executor());
+    return std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>{
+        {service, scheduling::kHealthName}};
+  };
+  return RunServiceMain(argc, argv, def);
+}

@@ -1,0 +1,1 @@
+#include "services/scheduling/scheduling_service.h"

@@ -1,0 +1,1 @@
+#include "services/session_record/session_record_service.h"

@@ -1,0 +1,185 @@
+// Each service binary, started as a real process on loopback with a real redis-server:
+// health, reflection, metrics, bad configuration, SIGTERM, and Redis going away and back.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "common/testing/harness.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace continuum {
+namespace {
+
+using testing::Process;
+using testing::RedisServer;
+using testing::TempDir;
+using testing::WaitUntil;
+using ::testing::HasSubstr;
+
+const char kSecret[] = "integration-test-secret-0123456789abcdef";
+
+struct Svc {
+  std::string binary;
+  std::string health_name;
+};
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs a command to completion; returns {exit code, stdout}.
+std::pair<int, std::string> RunCommand(std::vector<std::string> argv, const TempDir& dir) {
+  std::string out = dir.File("cmd.out");
+  std::remove(out.c_str());
+  auto p = Process::Start(std::move(argv), {}, out);
+  EXPECT_TRUE(p.ok());
+  auto rc = (*p)->Wait(absl::Seconds(30));
+  EXPECT_TRUE(rc.ok());
+  return {rc.ok() && WIFEXITED(*rc) ? WEXITSTATUS(*rc) : -1, Slurp(out)};
+}
+
+std::string HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  std::string body;
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    if (write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = read(fd, buf, sizeof(buf))) > 0) body.append(buf, n);
+    }
+  }
+  close(fd);
+  return body;
+}
+
+class ServiceBinaryTest : public ::testing::TestWithParam<Svc> {
+ protected:
+  void SetUp() override {
+    auto redis = RedisServer::Start();
+    ASSERT_TRUE(redis.ok()) << redis.status();
+    redis_ = std::move(*redis);
+  }
+
+  std::vector<std::string> Argv(std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {
+        testing::BinDir() + "/" + GetParam().binary,
+        "--listen-address=127.0.0.1:0",
+        "--metrics-address=127.0.0.1:0",
+        "--database-url=sqlite:" + dir_.File("svc.db"),
+        "--redis-address=" + redis_->address(),
+        std::string("--jwt-hs256-secret=") + kSecret,
+        "--ready-file=" + dir_.File("ready"),
+        "--drain-deadline=5s"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  }
+
+  void StartService() {
+    auto p = Process::Start(Argv(), {}, dir_.File("service.log"));
+    ASSERT_TRUE(p.ok());
+    service_ = std::move(*p);
+    ASSERT_TRUE(WaitUntil([&] { return access(dir_.File("ready").c_str(), F_OK) == 0 || !service_->running(); },
+                          absl::Seconds(30)));
+    ASSERT_TRUE(service_->running()) << Slurp(dir_.File("service.log"));
+    for (absl::string_view line : absl::StrSplit(Slurp(dir_.File("ready")), '\n')) {
+      if (absl::ConsumePrefix(&line, "grpc=")) address_ = std::string(line);
+      if (absl::ConsumePrefix(&line, "metrics=")) ASSERT_TRUE(absl::SimpleAtoi(line, &metrics_port_));
+    }
+    ASSERT_FALSE(address_.empty());
+  }
+
+  std::string Probe() { return testing::BinDir() + "/continuum-probe"; }
+
+  TempDir dir_;
+  std::unique_ptr<RedisServer> redis_;
+  std::unique_ptr<Process> service_;
+  std::string address_;
+  int metrics_port_ = 0;
+};
+
+TEST_P(ServiceBinaryTest, ServesHealthReflectionAndMetrics) {
+  StartService();
+  auto [rc, out] = RunCommand({Probe(), address_, "health"}, dir_);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_THAT(out, HasSubstr("SERVING"));
+  std::tie(rc, out) = RunCommand({Probe(), address_, "health", GetParam().health_name}, dir_);
+  EXPECT_EQ(rc, 0) << out;
+  std::tie(rc, out) = RunCommand({Probe(), address_, "list-services"}, dir_);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_THAT(out, HasSubstr(GetParam().health_name));
+  EXPECT_THAT(out, HasSubstr("grpc.health.v1.Health"));
+
+  ASSERT_GT(metrics_port_, 0);
+  std::string metrics = HttpGet(metrics_port_, "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("200 OK"));
+  EXPECT_THAT(metrics, HasSubstr("grpc_server_handled_total{"));
+  EXPECT_THAT(metrics, HasSubstr("grpc_method=\"Check\""));
+  EXPECT_THAT(metrics, HasSubstr("grpc_server_handling_seconds_bucket"));
+}
+
+TEST_P(ServiceBinaryTest, ExitsCleanlyOnSigterm) {
+  StartService();
+  service_->Signal(SIGTERM);
+  auto rc = service_->Wait(absl::Seconds(15));
+  ASSERT_TRUE(rc.ok()) << "did not exit within the drain deadline";
+  EXPECT_TRUE(WIFEXITED(*rc));
+  EXPECT_EQ(WEXITSTATUS(*rc), 0);
+  EXPECT_THAT(Slurp(dir_.File("service.log")), HasSubstr("draining"));
+}
+
+TEST_P(ServiceBinaryTest, BadConfigurationExitsWithOneClearLine) {
+  auto [rc, out] = RunCommand(Argv({"--drain-deadline=soon", "--no-such-flag=1"}), dir_);
+  EXPECT_EQ(rc, 2);
+  EXPECT_THAT(out, HasSubstr("--drain-deadline='soon' is not a duration"));
+  EXPECT_THAT(out, HasSubstr("unknown flag --no-such-flag"));
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+}
+
+TEST_P(ServiceBinaryTest, ReportsRedisOutageAsComponentStatusAndRecovers) {
+  StartService();
+  auto redis_status = [&] { return RunCommand({Probe(), address_, "health", "continuum.redis"}, dir_); };
+  EXPECT_TRUE(WaitUntil([&] { return redis_status().first == 0; }, absl::Seconds(10)));
+  redis_->Kill();
+  EXPECT_TRUE(WaitUntil([&] { return redis_status().second.find("NOT_SERVING") != std::string::npos; },
+                        absl::Seconds(15)));
+  // The service itself stays up and answers (its data lives in the database).
+  auto [rc, out] = RunCommand({Probe(), address_, "health", GetParam().health_name}, dir_);
+  EXPECT_EQ(rc, 0) << out;
+  ASSERT_TRUE(redis_->Restart().ok());
+  EXPECT_TRUE(WaitUntil([&] { return redis_status().first == 0; }, absl::Seconds(15)))
+      << "redis status did not return to SERVING";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Services, ServiceBinaryTest,
+    ::testing::Values(Svc{"continuum-scheduling", "continuum.scheduling.v1.SchedulingService"},
+                      Svc{"continuum-session-record", "continuum.records.v1.SessionRecordService"},
+                      Svc{"continuum-messaging", "continuum.messaging.v1.MessagingService"}),
+    [](const ::testing::TestParamInfo<Svc>& info) {
+      std::string n = info.param.binary.substr(10);
+      std::replace(n.begin(), n.end(), '-', '_');
+      return n;
+    });
+
+}  // namespace
+}  // namespace continuum
