@@ -1,0 +1,52 @@
+# Shared by tools/up.sh and tools/test.sh: installs what is missing (Debian 12, as root or
+# with sudo), and the npm tools used by the tests, into .cache/ (not committed).
+set -euo pipefail
+
+CONTINUUM_APT_PACKAGES=(
+  cmake ninja-build ccache pkg-config g++
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  libhiredis-dev redis-server redis-tools
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libsqlite3-dev libpq-dev postgresql
+  libspdlog-dev prometheus-cpp-dev libssl-dev openssl
+  golang-github-gogo-googleapis-dev
+  util-linux
+)
+
+continuum_install_deps() {
+  local missing=()
+  for p in "${CONTINUUM_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  # Node and npm may come from elsewhere than Debian (a newer Node bundles npm).
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+  if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# buf (proto lint / breaking) from npm, into .cache/npm.
+continuum_install_npm_tools() {
+  local root="$1"
+  local dir="$root/.cache/npm"
+  if [ ! -x "$dir/node_modules/@bufbuild/buf-linux-x64/bin/buf" ]; then
+    mkdir -p "$dir"
+    (cd "$dir" && [ -f package.json ] || echo '{"name":"continuum-dev-tools","private":true}' > package.json
+     cd "$dir" && npm install --no-audit --no-fund --silent @bufbuild/buf@1.75.0 >/dev/null)
+  fi
+}
+
+continuum_configure_and_build() {
+  local root="$1" build="$2"
+  export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
+  if [ ! -f "$build/build.ninja" ]; then
+    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCONTINUUM_BUF="$root/.cache/npm/node_modules/@bufbuild/buf-linux-x64/bin/buf" >/dev/null
+  fi
+  ninja -C "$build"
+}
