@@ -47,7 +47,7 @@ absl::Status RequireRole(const Principal& p, std::initializer_list<Role> roles,
   if (std::find(roles.begin(), roles.end(), p.role) != roles.end()) return absl::OkStatus();
   std::string allowed;
   for (Role r : roles) absl::StrAppend(&allowed, allowed.empty() ? "" : ", ", RoleName(r));
-  return MakeError(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
+  return MakeError(absl::StatusCode::kPermissionDenied, "PERMISSION_DENIED_ROLE",
                    absl::StrCat("a ", RoleName(p.role), " may not ", action, " (allowed: ", allowed,
                                 ")"),
                    {{"role", std::string(RoleName(p.role))}});

@@ -28,7 +28,7 @@ struct Principal {
 // PERMISSION_DENIED (reason PERMISSION_DENIED_CROSS_CLINIC) unless the principal acts in
 // `clinic`.
 absl::Status RequireClinic(const Principal& p, absl::string_view clinic);
-// PERMISSION_DENIED (reason ROLE_NOT_ALLOWED) unless the principal has one of `roles`;
+// PERMISSION_DENIED (reason PERMISSION_DENIED_ROLE) unless the principal has one of `roles`;
 // `action` completes the message ("... may not <action>").
 absl::Status RequireRole(const Principal& p, std::initializer_list<Role> roles,
                          absl::string_view action);

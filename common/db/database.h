@@ -4,7 +4,7 @@
 // `RETURNING`, BIGINT for instants (microseconds since the Unix epoch) and TEXT for ids.
 // The only per-backend spelling is in migrations (see ExpandDialect), never in queries.
 //
-// Errors: a unique/primary-key violation is ALREADY_EXISTS (reason UNIQUE_VIOLATION, metadata
+// Errors: a unique/primary-key violation is ALREADY_EXISTS (reason ALREADY_EXISTS, metadata
 // "constraint"); a serialization failure, deadlock or lock timeout is ABORTED (retry the
 // transaction); a lost connection is UNAVAILABLE; anything else is INTERNAL.
 #pragma once

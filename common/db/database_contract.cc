@@ -76,7 +76,7 @@ TEST_P(DatabaseContractTest, UniqueViolationIsAlreadyExistsAndKeepsFirstRow) {
   auto second = db_->Exec("INSERT INTO items (id, label) VALUES ('dup', 'second')");
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kAlreadyExists);
-  EXPECT_EQ(ErrorReason(second.status()), "UNIQUE_VIOLATION");
+  EXPECT_EQ(ErrorReason(second.status()), "ALREADY_EXISTS");
   auto rows = db_->Query("SELECT label FROM items WHERE id = 'dup'");
   ASSERT_TRUE(rows.ok());
   EXPECT_EQ(rows->at(0).Text(0), "first");

@@ -45,7 +45,7 @@ class PgConn final : public Tx {
       std::string msg = PQerrorMessage(conn_);
       PQfinish(conn_);
       conn_ = nullptr;
-      return MakeError(absl::StatusCode::kUnavailable, "DATABASE_UNAVAILABLE",
+      return MakeError(absl::StatusCode::kUnavailable, "STORE_UNAVAILABLE",
                        absl::StrCat("cannot connect to PostgreSQL: ", msg));
     }
     std::string setup = absl::StrFormat("SET lock_timeout = %d; SET client_min_messages = warning",
@@ -59,7 +59,7 @@ class PgConn final : public Tx {
 
   absl::Status Error(PGresult* r, absl::string_view what) {
     if (broken()) {
-      return MakeError(absl::StatusCode::kUnavailable, "DATABASE_UNAVAILABLE",
+      return MakeError(absl::StatusCode::kUnavailable, "STORE_UNAVAILABLE",
                        absl::StrCat("lost connection to PostgreSQL during ", what));
     }
     const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
@@ -68,17 +68,17 @@ class PgConn final : public Tx {
     while (!msg.empty() && msg.back() == '\n') msg.pop_back();
     if (sqlstate == "23505") {
       const char* c = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
-      return MakeError(absl::StatusCode::kAlreadyExists, "UNIQUE_VIOLATION", msg,
+      return MakeError(absl::StatusCode::kAlreadyExists, "ALREADY_EXISTS", msg,
                        {{"constraint", c ? c : ""}});
     }
     if (sqlstate == "40001" || sqlstate == "40P01" || sqlstate == "55P03") {
-      return MakeError(absl::StatusCode::kAborted, "DB_BUSY", msg);
+      return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT", msg);
     }
     if (absl::StartsWith(sqlstate, "08") || absl::StartsWith(sqlstate, "57P")) {
-      return MakeError(absl::StatusCode::kUnavailable, "DATABASE_UNAVAILABLE", msg);
+      return MakeError(absl::StatusCode::kUnavailable, "STORE_UNAVAILABLE", msg);
     }
     if (absl::StartsWith(sqlstate, "23")) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "CONSTRAINT_VIOLATION", msg);
+      return MakeError(absl::StatusCode::kFailedPrecondition, "INVALID_STATE", msg);
     }
     return absl::InternalError(absl::StrCat("postgres ", what, " [", sqlstate, "]: ", msg));
   }

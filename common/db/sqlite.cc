@@ -22,7 +22,7 @@ absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what) {
   switch (extended) {
     case SQLITE_CONSTRAINT_UNIQUE:
     case SQLITE_CONSTRAINT_PRIMARYKEY:
-      return MakeError(absl::StatusCode::kAlreadyExists, "UNIQUE_VIOLATION", msg,
+      return MakeError(absl::StatusCode::kAlreadyExists, "ALREADY_EXISTS", msg,
                        {{"constraint", msg}});
     default:
       break;
@@ -30,10 +30,10 @@ absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what) {
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
-      return MakeError(absl::StatusCode::kAborted, "DB_BUSY",
+      return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT",
                        absl::StrCat("database busy during ", what, ": ", msg));
     case SQLITE_CONSTRAINT:
-      return MakeError(absl::StatusCode::kFailedPrecondition, "CONSTRAINT_VIOLATION", msg);
+      return MakeError(absl::StatusCode::kFailedPrecondition, "INVALID_STATE", msg);
     default:
       return absl::InternalError(absl::StrCat("sqlite ", what, ": ", msg));
   }

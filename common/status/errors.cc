@@ -29,13 +29,12 @@ absl::string_view DefaultReason(absl::StatusCode code) {
     case absl::StatusCode::kInvalidArgument: return "INVALID_FIELD";
     case absl::StatusCode::kNotFound: return "NOT_FOUND";
     case absl::StatusCode::kAlreadyExists: return "ALREADY_EXISTS";
-    case absl::StatusCode::kPermissionDenied: return "PERMISSION_DENIED";
     case absl::StatusCode::kUnauthenticated: return "UNAUTHENTICATED";
-    case absl::StatusCode::kUnavailable: return "UNAVAILABLE";
-    case absl::StatusCode::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
-    case absl::StatusCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
-    case absl::StatusCode::kAborted: return "ABORTED";
-    case absl::StatusCode::kFailedPrecondition: return "FAILED_PRECONDITION";
+    case absl::StatusCode::kResourceExhausted: return "OVERLOADED";
+    case absl::StatusCode::kAborted: return "TRANSACTION_CONFLICT";
+    case absl::StatusCode::kFailedPrecondition: return "INVALID_STATE";
+    // Every reason sent is one of continuum.common.v1.ErrorReason; codes without a fitting
+    // default reason go out without ErrorInfo rather than with an undocumented one.
     default: return "";
   }
 }
@@ -120,7 +119,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
     info.set_reason(std::string(DefaultReason(status.code())));
     info.set_domain(std::string(kErrorDomain));
   }
-  proto.add_details()->PackFrom(info);
+  if (!info.reason().empty()) proto.add_details()->PackFrom(info);
   google::rpc::BadRequest bad_request;
   if (ReadPayload(status, kBadRequestUrl, &bad_request)) proto.add_details()->PackFrom(bad_request);
   return grpc::Status(code, message, proto.SerializeAsString());

@@ -33,6 +33,8 @@ struct Svc {
   std::string health_name;
 };
 
+void PrintTo(const Svc& s, std::ostream* os) { *os << s.binary; }
+
 std::string Slurp(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;
