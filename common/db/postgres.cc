@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "common/db/backends.h"
+#include "common/db/pool.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 
@@ -185,12 +186,8 @@ class PgConn final : public Tx {
 
 class PostgresDatabase final : public Database {
  public:
-  PostgresDatabase(const std::string& url, const Options& options) : options_(options) {
-    for (int i = 0; i < std::max(1, options.pool_size); ++i) {
-      conns_.push_back(std::make_unique<PgConn>(url));
-      idle_.push_back(conns_.back().get());
-    }
-  }
+  PostgresDatabase(const std::string& url, const Options& options)
+      : options_(options), pool_(MakeConns(url, options.pool_size)) {}
 
   Backend backend() const override { return Backend::kPostgres; }
 
@@ -200,15 +197,15 @@ class PostgresDatabase final : public Database {
   }
 
   absl::Status Connect() {
-    PgConn* c = Acquire();
+    PgConn* c = pool_.Acquire();
     absl::Status s = c->EnsureConnected(options_.busy_timeout);
-    Release(c);
+    pool_.Release(c);
     return s;
   }
 
  private:
   absl::Status Attempt(const std::function<absl::Status(Tx&)>& fn, TxMode mode) {
-    PgConn* conn = Acquire();
+    PgConn* conn = pool_.Acquire();
     absl::Status status = conn->EnsureConnected(options_.busy_timeout);
     if (status.ok()) {
       status = conn->Simple(mode == TxMode::kReadOnly ? "BEGIN READ ONLY" : "BEGIN");
@@ -221,26 +218,19 @@ class PostgresDatabase final : public Database {
         }
       }
     }
-    Release(conn);
+    pool_.Release(conn);
     return status;
   }
 
-  PgConn* Acquire() {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(+[](std::deque<PgConn*>* q) { return !q->empty(); }, &idle_));
-    PgConn* c = idle_.front();
-    idle_.pop_front();
-    return c;
-  }
-  void Release(PgConn* c) {
-    absl::MutexLock lock(&mu_);
-    idle_.push_back(c);
-  }
 
   Options options_;
-  std::vector<std::unique_ptr<PgConn>> conns_;
-  absl::Mutex mu_;
-  std::deque<PgConn*> idle_ ABSL_GUARDED_BY(mu_);
+  static std::vector<std::unique_ptr<PgConn>> MakeConns(const std::string& url, int n) {
+    std::vector<std::unique_ptr<PgConn>> conns;
+    for (int i = 0; i < std::max(1, n); ++i) conns.push_back(std::make_unique<PgConn>(url));
+    return conns;  // connected lazily, on first use
+  }
+
+  ConnectionPool<PgConn> pool_;
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/db/backends.h"
+#include "common/db/pool.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 
@@ -156,9 +157,7 @@ class SqliteConn final : public Tx {
 
 class SqliteDatabase final : public Database {
  public:
-  SqliteDatabase(std::vector<std::unique_ptr<SqliteConn>> conns) : conns_(std::move(conns)) {
-    for (auto& c : conns_) idle_.push_back(c.get());
-  }
+  explicit SqliteDatabase(std::vector<std::unique_ptr<SqliteConn>> conns) : pool_(std::move(conns)) {}
 
   Backend backend() const override { return Backend::kSqlite; }
 
@@ -169,9 +168,9 @@ class SqliteDatabase final : public Database {
 
  private:
   absl::Status Attempt(const std::function<absl::Status(Tx&)>& fn, TxMode mode) {
-    bool write = mode == TxMode::kReadWrite || conns_.size() == 1;
+    bool write = mode == TxMode::kReadWrite || pool_.size() == 1;
     if (write) writer_mu_.Lock();
-    SqliteConn* conn = Acquire();
+    SqliteConn* conn = pool_.Acquire();
     bool read_only = mode == TxMode::kReadOnly;
     // query_only makes a read-only transaction refuse writes, as PostgreSQL's READ ONLY does.
     absl::Status status = conn->Simple(read_only ? "PRAGMA query_only = 1" : "PRAGMA query_only = 0");
@@ -185,26 +184,13 @@ class SqliteDatabase final : public Database {
         conn->Simple("ROLLBACK").IgnoreError();
       }
     }
-    Release(conn);
+    pool_.Release(conn);
     if (write) writer_mu_.Unlock();
     return status;
   }
 
-  SqliteConn* Acquire() {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(+[](std::deque<SqliteConn*>* q) { return !q->empty(); }, &idle_));
-    SqliteConn* c = idle_.front();
-    idle_.pop_front();
-    return c;
-  }
-  void Release(SqliteConn* c) {
-    absl::MutexLock lock(&mu_);
-    idle_.push_back(c);
-  }
 
-  std::vector<std::unique_ptr<SqliteConn>> conns_;
-  absl::Mutex mu_;
-  std::deque<SqliteConn*> idle_ ABSL_GUARDED_BY(mu_);
+  ConnectionPool<SqliteConn> pool_;
   absl::Mutex writer_mu_;
 };
 
