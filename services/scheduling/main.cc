@@ -12,9 +12,14 @@ int main(int argc, char** argv) {
   def.migrations = scheduling::Migrations();
   def.build = [](Runtime& rt)
       -> absl::StatusOr<std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>> {
-    auto service = std::make_shared<scheduling::SchedulingServiceImpl>(*rt.authenticator, rt.host->executor());
-    return std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>{
-        {service, scheduling::kHealthName}};
+    outbox::Relay* relay = rt.relay.get();
+    // Owned by the service object's lifetime: both live until main returns.
+    static std::unique_ptr<scheduling::Scheduler> scheduler;
+    scheduler = std::make_unique<scheduling::Scheduler>(
+        *rt.db, RealClock::Get(), scheduling::Scheduler::Options{.on_commit = [relay] { relay->Notify(); }});
+    auto service = std::make_shared<scheduling::SchedulingServiceImpl>(*scheduler, *rt.authenticator,
+                                                                       rt.host->executor());
+    return std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>{{service, scheduling::kHealthName}};
   };
   return RunServiceMain(argc, argv, def);
 }

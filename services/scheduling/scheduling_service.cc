@@ -1,1 +1,0 @@
-#include "services/scheduling/scheduling_service.h"
