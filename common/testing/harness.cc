@@ -15,7 +15,13 @@
 #include <filesystem>
 #include <functional>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/auth/jwt.h"
+#include <fstream>
+#include <sstream>
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 
@@ -311,6 +317,62 @@ PostgresServer::~PostgresServer() {
   }
   std::error_code ec;
   if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+}
+
+namespace {
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServiceProcess>> ServiceProcess::Start(const std::string& binary,
+                                                                      std::vector<std::string> args,
+                                                                      const TempDir& dir) {
+  static int counter = 0;
+  std::string tag = absl::StrCat(binary, "-", getpid(), "-", counter++);
+  std::string ready = dir.File(tag + ".ready");
+  auto svc = std::unique_ptr<ServiceProcess>(new ServiceProcess());
+  svc->log_file_ = dir.File(tag + ".log");
+  std::vector<std::string> argv = {BinDir() + "/" + binary, "--listen-address=127.0.0.1:0",
+                                   "--metrics-address=127.0.0.1:0", "--ready-file=" + ready};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto p = Process::Start(argv, {}, svc->log_file_);
+  if (!p.ok()) return p.status();
+  svc->process_ = std::move(*p);
+  if (!WaitUntil([&] { return access(ready.c_str(), F_OK) == 0 || !svc->process_->running(); },
+                 absl::Seconds(60)) ||
+      !svc->process_->running()) {
+    return absl::UnavailableError(absl::StrCat(binary, " did not start: ", svc->log()));
+  }
+  for (absl::string_view line : absl::StrSplit(Slurp(ready), '\n')) {
+    if (absl::ConsumePrefix(&line, "grpc=")) svc->address_ = std::string(line);
+    if (absl::ConsumePrefix(&line, "metrics=")) (void)absl::SimpleAtoi(line, &svc->metrics_port_);
+  }
+  return svc;
+}
+
+ServiceProcess::~ServiceProcess() {
+  if (process_ && process_->running()) {
+    process_->Signal(SIGTERM);
+    if (!process_->Wait(absl::Seconds(15)).ok()) process_->Signal(SIGKILL);
+  }
+}
+
+std::string ServiceProcess::log() const { return Slurp(log_file_); }
+
+std::string TestToken(const std::string& subject, const std::string& role, const std::vector<std::string>& clinics) {
+  auth::TokenClaims c;
+  c.issuer = "continuum-dev";
+  c.audience = "continuum";
+  c.subject = subject;
+  c.role = auth::RoleFromString(role);
+  c.clinics = clinics;
+  c.issued_at = absl::Now();
+  c.expires_at = c.issued_at + absl::Hours(1);
+  return *auth::SignJwt(c, "HS256", kTestJwtSecret);
 }
 
 std::string BinDir() {

@@ -92,6 +92,31 @@ class PostgresServer {
   int next_db_ = 0;
 };
 
+// A Continuum service binary started on 127.0.0.1:0 with a ready file; stopped (SIGTERM,
+// then SIGKILL) on destruction.
+class ServiceProcess {
+ public:
+  // `binary` is a file name in BinDir(); `args` are added to --listen-address, --metrics-address
+  // and --ready-file, which the harness sets. Waits until the service is serving.
+  static absl::StatusOr<std::unique_ptr<ServiceProcess>> Start(const std::string& binary,
+                                                               std::vector<std::string> args,
+                                                               const TempDir& dir);
+  ~ServiceProcess();
+  const std::string& address() const { return address_; }
+  int metrics_port() const { return metrics_port_; }
+  Process& process() { return *process_; }
+  std::string log() const;
+
+ private:
+  std::unique_ptr<Process> process_;
+  std::string address_, log_file_;
+  int metrics_port_ = 0;
+};
+
+// The HS256 secret the test harness gives services, and tokens signed with it.
+inline constexpr char kTestJwtSecret[] = "continuum-test-secret-0123456789abcdef";
+std::string TestToken(const std::string& subject, const std::string& role, const std::vector<std::string>& clinics);
+
 // The directory holding the repo's built binaries (from CONTINUUM_BIN_DIR, set by ctest).
 std::string BinDir();
 
