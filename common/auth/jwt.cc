@@ -161,6 +161,8 @@ absl::StatusOr<Principal> JwtVerifier::Verify(absl::string_view token, absl::Tim
       !absl::WebSafeBase64Unescape(parts[2], &signature)) {
     return Unauthenticated("segments must be base64url");
   }
+  // Only the canonical encoding is accepted, so one signature has one spelling.
+  if (absl::WebSafeBase64Escape(signature) != parts[2]) return Unauthenticated("signature is not canonical base64url");
   ASSIGN_OR_RETURN(Struct header, ParseJson(header_json));
   std::string alg = Str(header, "alg");
   if (alg.empty() || alg == "none" ||

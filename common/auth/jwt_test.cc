@@ -131,6 +131,16 @@ TEST(JwtTest, RejectsTamperedPayload) {
   ExpectRejected(Verifier().Verify(spliced, kNow), "signature");
 }
 
+TEST(JwtTest, RejectsNonCanonicalSignatureEncoding) {
+  std::string token = Sign(Claims());
+  // The last character of a 32-byte signature carries 2 unused bits; setting one keeps the
+  // decoded bytes but must not be accepted as another spelling of the same token.
+  char& last = token.back();
+  static const std::string kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  last = kAlphabet[kAlphabet.find(last) ^ 1];
+  ExpectRejected(Verifier().Verify(token, kNow), "canonical");
+}
+
 TEST(JwtTest, RejectsGarbage) {
   ExpectRejected(Verifier().Verify("not-a-token", kNow), "three");
   ExpectRejected(Verifier().Verify("a.b.c", kNow), "");
