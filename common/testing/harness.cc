@@ -230,6 +230,13 @@ std::vector<std::string> AsPostgresUser(std::vector<std::string> argv) {
   return out;
 }
 
+// Tests run without fsync (nothing here survives the test anyway); benchmarks set
+// CONTINUUM_TEST_PG_FSYNC=on to measure with the durability production uses.
+std::string FsyncSetting() {
+  const char* v = std::getenv("CONTINUUM_TEST_PG_FSYNC");
+  return std::string("fsync=") + (v && std::string(v) == "on" ? "on" : "off");
+}
+
 std::string ConnInfo(int port, const std::string& db) {
   return absl::StrCat("host=127.0.0.1 port=", port, " user=postgres dbname=", db,
                       " connect_timeout=5");
@@ -279,7 +286,7 @@ absl::Status PostgresServer::Launch() {
     port_ = FreePort();
     auto p = Process::Start(
         AsPostgresUser({PgBin("postgres"), "-D", data, "-p", absl::StrCat(port_), "-k", dir_, "-c",
-                        "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"}),
+                        "listen_addresses=127.0.0.1", "-c", FsyncSetting(), "-c", "max_connections=200"}),
         {}, dir_ + "/postgres.log");
     if (!p.ok()) return p.status();
     process_ = std::move(*p);
