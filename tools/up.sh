@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Brings the whole platform up locally: installs what is missing, builds, starts a
 # redis-server and the three services on SQLite files under .data/, prints their addresses
-# and a dev token, and stops everything cleanly on Ctrl-C.
+# demo data (clinic "demo") with a token per demo person, and stops everything cleanly on Ctrl-C.
 #   CONTINUUM_DATA_DIR (default .data), CONTINUUM_REDIS_PORT (6390),
 #   CONTINUUM_BASE_PORT (7001: scheduling, +1 session-record, +2 messaging; metrics at +2100)
 set -euo pipefail
@@ -50,7 +50,8 @@ for svc in scheduling session-record messaging; do
   [ -f "$data/$svc.ready" ] || { echo "$svc did not start; see $data/$svc.log"; exit 1; }
 done
 
-token="$("$bin/continuum-token" --secret-file="$data/jwt-secret" --subject=dev-admin --role=admin --clinics=demo)"
+seed="$("$bin/continuum-seed" --scheduling="127.0.0.1:$base" --secret-file="$data/jwt-secret")" || {
+  echo "loading demo data failed; see $data/scheduling.log"; exit 1; }
 cat <<MSG
 
 Continuum is up (data in $data, logs in $data/*.log):
@@ -59,8 +60,7 @@ Continuum is up (data in $data, logs in $data/*.log):
   messaging       127.0.0.1:$((base + 2))      metrics http://127.0.0.1:$((base + 2102))/metrics
   redis           127.0.0.1:$redis_port
 
-Dev token (admin of clinic "demo", 12 h):
-  $token
+$seed
 More tokens: $bin/continuum-token --secret-file=$data/jwt-secret --subject=ID --role=ROLE --clinics=demo
 Health:      $bin/continuum-probe 127.0.0.1:$base health
 
