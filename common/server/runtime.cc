@@ -113,15 +113,22 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
   rt.relay->Start();
 
   // Redis health is a component status ("continuum.redis"): visible to operators and to
-  // services that need Redis, without taking the whole server out of rotation.
+  // services that need Redis, without taking the whole server out of rotation. The same
+  // thread runs the service's periodic housekeeping.
   std::atomic<bool> stop{false};
-  std::thread redis_watch([&] {
+  std::thread housekeeping([&] {
     bool last = true;
+    std::vector<absl::Time> next(rt.periodic.size(), absl::Now());
     while (!stop.load()) {
       bool ok = rt.redis->Ping().ok();
       if (ok != last) spdlog::warn("redis at {} is {}", rt.config.redis_address, ok ? "back" : "unreachable");
       rt.host->SetServing("continuum.redis", ok);
       last = ok;
+      for (size_t i = 0; i < rt.periodic.size(); ++i) {
+        if (absl::Now() < next[i]) continue;
+        if (absl::Status s = rt.periodic[i].run(); !s.ok()) spdlog::warn("{}: {}", rt.periodic[i].name, s.ToString());
+        next[i] = absl::Now() + rt.periodic[i].interval;
+      }
       for (int i = 0; i < 10 && !stop.load(); ++i) absl::SleepFor(absl::Milliseconds(100));
     }
   });
@@ -131,7 +138,7 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
   spdlog::info("received signal {}", sig);
   rt.host->Shutdown();
   stop.store(true);
-  redis_watch.join();
+  housekeeping.join();
   rt.relay->Stop();
   return 0;
 }

@@ -42,6 +42,15 @@ struct Runtime {
   std::unique_ptr<outbox::Relay> relay;
   std::unique_ptr<auth::Authenticator> authenticator;
   std::unique_ptr<ServiceHost> host;
+
+  // Background housekeeping (e.g. expiring offers), run every `interval` on one thread
+  // until shutdown. Errors are logged; the task runs again at the next interval.
+  struct Periodic {
+    std::string name;
+    absl::Duration interval;
+    std::function<absl::Status()> run;
+  };
+  std::vector<Periodic> periodic;
 };
 
 struct ServiceDefinition {

@@ -836,13 +836,20 @@ absl::StatusOr<v1::ListIntegrationDueResponse> Scheduler::ListIntegrationDue(con
 
 // ---------------------------------------------------------------------------- Waitlist
 
-absl::Status Scheduler::OfferFreedSlot(SchedulingStore& s, const std::string& clinic_id, const v1::Appointment& freed) {
+absl::Status Scheduler::OfferFreedSlot(SchedulingStore& s, const std::string& clinic_id, const v1::Appointment& freed,
+                                       const std::string& skip_entry) {
   ASSIGN_OR_RETURN(auto waiting, s.ListWaitlistEntries(clinic_id, "", {v1::WaitlistEntry::STATE_WAITING}, 0, 1000));
   ASSIGN_OR_RETURN(v1::Clinic clinic, LoadClinic(s, clinic_id));
   ASSIGN_OR_RETURN(absl::TimeZone tz, ZoneOf(clinic));
   absl::Time now = clock_.Now(), start = FromProto(freed.start_time());
   if (start < now) return absl::OkStatus();
+  if (OccupiesProvider(freed.kind())) {  // taken again meanwhile: nothing to offer
+    ASSIGN_OR_RETURN(auto busy, s.Busy(clinic_id, "provider:" + IdOfName(freed.provider()), start,
+                                       FromProto(freed.end_time())));
+    if (OverlapsAny(ToRanges(busy), {start, FromProto(freed.end_time())})) return absl::OkStatus();
+  }
   for (const auto& e : waiting) {
+    if (e.name() == skip_entry) continue;
     if (e.kind() != freed.kind() || (!e.provider().empty() && e.provider() != freed.provider())) continue;
     if (start < FromProto(e.earliest_start_time()) || start > FromProto(e.latest_start_time())) continue;
     if (e.client() == freed.client()) continue;
@@ -864,6 +871,52 @@ absl::Status Scheduler::OfferFreedSlot(SchedulingStore& s, const std::string& cl
     return s.Publish(event, now);
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<int> Scheduler::ExpireWaitlistOffers() {
+  int changed = 0;
+  absl::Status st = db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+    changed = 0;
+    SchedulingStore s(tx);
+    absl::Time now = clock_.Now();
+    ASSIGN_OR_RETURN(auto offered, s.WaitlistEntriesInState(v1::WaitlistEntry::STATE_OFFERED, 500));
+    for (const auto& [clinic_id, e] : offered) {
+      if (now <= FromProto(e.offer_expire_time())) continue;
+      ASSIGN_OR_RETURN(auto stored, s.GetWaitlistEntry(clinic_id, IdOfName(e.name())));
+      v1::WaitlistEntry entry = stored->value;
+      v1::Appointment slot;  // the lapsed offer, as a freed slot for the next entry
+      slot.set_kind(entry.kind());
+      slot.set_provider(entry.offered_slot().provider());
+      slot.set_room(entry.offered_slot().room());
+      *slot.mutable_start_time() = entry.offered_slot().start_time();
+      *slot.mutable_end_time() = entry.offered_slot().end_time();
+      slot.set_client(entry.client());
+      bool past = now > FromProto(entry.latest_start_time());
+      entry.set_state(past ? v1::WaitlistEntry::STATE_EXPIRED : v1::WaitlistEntry::STATE_WAITING);
+      entry.clear_offered_slot();
+      entry.clear_offer_expire_time();
+      *entry.mutable_update_time() = ToProto(now);
+      entry.set_etag(EtagOf(stored->revision + 1));
+      RETURN_IF_ERROR(s.UpdateWaitlistEntry(clinic_id, IdOfName(entry.name()), entry, stored->revision));
+      RETURN_IF_ERROR(OfferFreedSlot(s, clinic_id, slot, entry.name()));
+      ++changed;
+    }
+    ASSIGN_OR_RETURN(auto waiting, s.WaitlistEntriesInState(v1::WaitlistEntry::STATE_WAITING, 500));
+    for (const auto& [clinic_id, e] : waiting) {
+      if (now <= FromProto(e.latest_start_time())) continue;
+      ASSIGN_OR_RETURN(auto stored, s.GetWaitlistEntry(clinic_id, IdOfName(e.name())));
+      v1::WaitlistEntry entry = stored->value;
+      entry.set_state(v1::WaitlistEntry::STATE_EXPIRED);
+      *entry.mutable_update_time() = ToProto(now);
+      entry.set_etag(EtagOf(stored->revision + 1));
+      RETURN_IF_ERROR(s.UpdateWaitlistEntry(clinic_id, IdOfName(entry.name()), entry, stored->revision));
+      ++changed;
+    }
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
+  if (changed > 0 && options_.on_commit) options_.on_commit();
+  return changed;
 }
 
 absl::StatusOr<v1::WaitlistEntry> Scheduler::CreateWaitlistEntry(const P& p, const v1::CreateWaitlistEntryRequest& r) {

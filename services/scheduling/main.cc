@@ -17,6 +17,10 @@ int main(int argc, char** argv) {
     static std::unique_ptr<scheduling::Scheduler> scheduler;
     scheduler = std::make_unique<scheduling::Scheduler>(
         *rt.db, RealClock::Get(), scheduling::Scheduler::Options{.on_commit = [relay] { relay->Notify(); }});
+    scheduling::Scheduler* domain = scheduler.get();
+    rt.periodic.push_back({"waitlist expiry", absl::Seconds(30), [domain] {
+                             return domain->ExpireWaitlistOffers().status();
+                           }});
     auto service = std::make_shared<scheduling::SchedulingServiceImpl>(*scheduler, *rt.authenticator,
                                                                        rt.host->executor());
     return std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>{{service, scheduling::kHealthName}};

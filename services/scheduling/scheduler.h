@@ -65,6 +65,11 @@ class Scheduler {
   absl::StatusOr<v1::AcceptWaitlistOfferResponse> AcceptWaitlistOffer(const P& p,
                                                                       const v1::AcceptWaitlistOfferRequest& r);
 
+  // Waitlist housekeeping, run at least once a minute: offers not accepted in time go back
+  // to WAITING (keeping their place) and their slot is offered to the next entry that fits;
+  // entries past their latest start become EXPIRED. Returns how many entries changed.
+  absl::StatusOr<int> ExpireWaitlistOffers();
+
   // Clinic defaults for every unset policy field (documented on ClinicPolicy).
   static void ApplyPolicyDefaults(v1::ClinicPolicy* policy);
 
@@ -87,7 +92,8 @@ class Scheduler {
                                                   const std::vector<std::string>& provider_ids,
                                                   const std::string& client_id, absl::Time from, absl::Time to,
                                                   absl::Duration duration, size_t limit);
-  absl::Status OfferFreedSlot(SchedulingStore& s, const std::string& clinic_id, const v1::Appointment& freed);
+  absl::Status OfferFreedSlot(SchedulingStore& s, const std::string& clinic_id, const v1::Appointment& freed,
+                              const std::string& skip_entry = "");
   absl::Status PublishAppointmentEvent(SchedulingStore& s, const std::string& clinic_id,
                                        events::v1::EventEnvelope event);
 

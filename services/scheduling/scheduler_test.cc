@@ -390,6 +390,94 @@ TEST_F(SchedulerTest, FreedSlotIsOfferedToTheFirstWaitingClientWhoCanAcceptIt) {
   EXPECT_EQ(booked->appointment().client(), "people/cl2");
 }
 
+TEST_F(SchedulerTest, LapsedOfferGoesBackToWaitingAndTheSlotToTheNextEntry) {
+  std::string program2 = Enrol("cl2");
+  auto a = Book(kConsult, Local(4, 10), absl::Hours(1));
+  ASSERT_TRUE(a.ok());
+  // Two other waiting programs: cl2's (first) and a third client's (second).
+  v1::CreatePersonRequest person;
+  person.set_person_id("cl3");
+  person.mutable_person()->set_display_name("cl3");
+  person.mutable_person()->add_memberships()->set_clinic("clinics/c01");
+  person.mutable_person()->mutable_memberships(0)->set_role(cv1::ROLE_CLIENT);
+  person.set_request_id("person-cl3");
+  ASSERT_TRUE(scheduler_->CreatePerson(admin_, person).ok());
+  std::string program3 = Enrol("cl3");
+  std::vector<std::string> entries;
+  for (const auto& program : {program2, program3}) {
+    v1::CreateWaitlistEntryRequest w;
+    w.set_parent("clinics/c01");
+    w.mutable_waitlist_entry()->set_program(program);
+    w.mutable_waitlist_entry()->set_kind(kConsult);
+    *w.mutable_waitlist_entry()->mutable_earliest_start_time() = ToProto(Local(3, 0));
+    *w.mutable_waitlist_entry()->mutable_latest_start_time() = ToProto(Local(10, 0));
+    w.set_request_id("wait-" + std::to_string(entries.size()));
+    auto e = scheduler_->CreateWaitlistEntry(admin_, w);
+    ASSERT_TRUE(e.ok()) << e.status();
+    entries.push_back(e->name());
+    clock_.Advance(absl::Seconds(1));  // waiting order
+  }
+  v1::CancelAppointmentRequest c;
+  c.set_name(a->appointment().name());
+  c.set_reason("travel");
+  c.set_request_id("cancel");
+  ASSERT_TRUE(scheduler_->CancelAppointment(admin_, c).ok());
+  auto state_of = [&](const std::string& name) {
+    v1::ListWaitlistEntriesRequest l;
+    l.set_parent("clinics/c01");
+    auto listed = scheduler_->ListWaitlistEntries(admin_, l);
+    for (const auto& e : listed->waitlist_entries()) {
+      if (e.name() == name) return e.state();
+    }
+    return v1::WaitlistEntry::STATE_UNSPECIFIED;
+  };
+  EXPECT_EQ(state_of(entries[0]), v1::WaitlistEntry::STATE_OFFERED);
+  EXPECT_EQ(state_of(entries[1]), v1::WaitlistEntry::STATE_WAITING);
+  auto none = scheduler_->ExpireWaitlistOffers();
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0) << "nothing lapses before the offer TTL";
+  clock_.Advance(absl::Hours(2) + absl::Minutes(1));  // default waitlist_offer_ttl: 2h
+  auto lapsed = scheduler_->ExpireWaitlistOffers();
+  ASSERT_TRUE(lapsed.ok()) << lapsed.status();
+  EXPECT_EQ(*lapsed, 1);
+  EXPECT_EQ(state_of(entries[0]), v1::WaitlistEntry::STATE_WAITING) << "keeps its place";
+  EXPECT_EQ(state_of(entries[1]), v1::WaitlistEntry::STATE_OFFERED) << "the slot moves on";
+  v1::AcceptWaitlistOfferRequest late;
+  late.set_name(entries[0]);
+  late.set_request_id("late");
+  EXPECT_THAT(scheduler_->AcceptWaitlistOffer(admin_, late), IsError(kFailed, "INVALID_STATE"));
+}
+
+TEST_F(SchedulerTest, RescheduleMovesTheAppointmentAndFreesTheOldTime) {
+  auto a = Book(kConsult, Local(4, 10), absl::Hours(1));
+  ASSERT_TRUE(a.ok());
+  v1::RescheduleAppointmentRequest r;
+  r.set_name(a->appointment().name());
+  *r.mutable_start_time() = ToProto(Local(5, 14));
+  *r.mutable_end_time() = ToProto(Local(5, 15));
+  r.set_etag(a->appointment().etag());
+  r.set_request_id("move");
+  auto moved = scheduler_->RescheduleAppointment(client_, r);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->name(), a->appointment().name());
+  EXPECT_EQ(moved->local_start().hours(), 14);
+  EXPECT_EQ(moved->state(), v1::Appointment::STATE_BOOKED);
+  r.set_request_id("move-stale");
+  EXPECT_THAT(scheduler_->RescheduleAppointment(client_, r), IsError(absl::StatusCode::kAborted, "ETAG_MISMATCH"));
+  std::string program2 = Enrol("cl2");
+  EXPECT_TRUE(Book(kConsult, Local(4, 10), absl::Hours(1), "th1", "", nullptr, program2).ok())
+      << "the old time is free";
+  EXPECT_THAT(Book(kConsult, Local(5, 14), absl::Hours(1), "th1", "", nullptr, program2),
+              IsError(absl::StatusCode::kAborted, "SLOT_CONFLICT"));
+  clock_.Set(Local(5, 2));  // 12h before: clients may not reschedule now
+  r.clear_etag();
+  r.set_request_id("move-late");
+  *r.mutable_start_time() = ToProto(Local(6, 14));
+  *r.mutable_end_time() = ToProto(Local(6, 15));
+  EXPECT_THAT(scheduler_->RescheduleAppointment(client_, r), IsError(kFailed, "RESCHEDULE_WINDOW"));
+  EXPECT_EQ(OutboxCount("appointment_rescheduled"), 1);
+}
+
 TEST_F(SchedulerTest, AccessIsLimitedByClinicCareTeamAndSelf) {
   auto a = Book(kConsult, Local(4, 10), absl::Hours(1));
   ASSERT_TRUE(a.ok());

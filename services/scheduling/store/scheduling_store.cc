@@ -438,6 +438,19 @@ absl::StatusOr<std::vector<v1::WaitlistEntry>> SchedulingStore::ListWaitlistEntr
       params);
 }
 
+absl::StatusOr<std::vector<std::pair<std::string, v1::WaitlistEntry>>> SchedulingStore::WaitlistEntriesInState(
+    int state, int limit) {
+  ASSIGN_OR_RETURN(db::Rows rows, tx_.Query("SELECT clinic_id, data FROM waitlist_entries WHERE state = $1"
+                                            " ORDER BY create_time, entry_id LIMIT $2",
+                                            {int64_t{state}, int64_t{limit}}));
+  std::vector<std::pair<std::string, v1::WaitlistEntry>> out;
+  for (const auto& row : rows) {
+    ASSIGN_OR_RETURN(auto e, Parse<v1::WaitlistEntry>(row, 1));
+    out.emplace_back(row.Text(0), std::move(e));
+  }
+  return out;
+}
+
 // ---- Idempotency and events ----
 
 absl::StatusOr<std::optional<SchedulingStore::Remembered>> SchedulingStore::Recall(const std::string& caller,

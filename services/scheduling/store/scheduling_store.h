@@ -132,6 +132,10 @@ class SchedulingStore {
                                                                      const std::vector<int>& states,
                                                                      int64_t offset, int limit);
 
+  // Entries in `state` across all clinics, as (clinic id, entry), oldest first.
+  absl::StatusOr<std::vector<std::pair<std::string, v1::WaitlistEntry>>> WaitlistEntriesInState(int state,
+                                                                                                 int limit);
+
   // Idempotency
   struct Remembered {
     std::string request_hash;
