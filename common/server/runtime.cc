@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/api/idempotency.h"
 #include "common/log/log.h"
 #include "common/time/clock.h"
 #include "spdlog/spdlog.h"
@@ -96,6 +97,7 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
   if (!db.ok()) return fail(db.status());
   rt.db = std::move(*db);
   if (auto s = db::ApplyMigrations(*rt.db, "outbox", outbox::Migrations()); !s.ok()) return fail(s);
+  if (auto s = db::ApplyMigrations(*rt.db, "idempotency", api::IdempotencyMigrations()); !s.ok()) return fail(s);
   if (auto s = db::ApplyMigrations(*rt.db, def.name, def.migrations); !s.ok()) return fail(s);
 
   auto redis_options = redis::ParseAddress(rt.config.redis_address);

@@ -2,6 +2,7 @@
 // idempotency, double booking, transitions, DST slot search and the waitlist.
 #include "services/scheduling/scheduler.h"
 
+#include "common/api/idempotency.h"
 #include "common/db/migrations.h"
 #include "common/outbox/outbox.h"
 #include "common/status/errors.h"
@@ -37,6 +38,7 @@ class SchedulerTest : public ::testing::Test {
     ASSERT_TRUE(db.ok());
     db_ = std::move(*db);
     ASSERT_TRUE(db::ApplyMigrations(*db_, "outbox", outbox::Migrations()).ok());
+    ASSERT_TRUE(db::ApplyMigrations(*db_, "idempotency", api::IdempotencyMigrations()).ok());
     auto migrated = db::ApplyMigrations(*db_, "scheduling", Migrations());
     ASSERT_TRUE(migrated.ok()) << migrated;
     scheduler_ = std::make_unique<Scheduler>(*db_, clock_);

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/config/config_source.h"
+#include "common/api/idempotency.h"
 #include "common/db/migrations.h"
 #include "common/outbox/outbox.h"
 #include "common/testing/harness.h"
@@ -46,6 +47,7 @@ struct Fixture {
 
   void Setup(int clients) {
     Check(db::ApplyMigrations(*db, "outbox", outbox::Migrations()), "migrate");
+    Check(db::ApplyMigrations(*db, "idempotency", api::IdempotencyMigrations()), "migrate");
     Check(db::ApplyMigrations(*db, "scheduling", Migrations()), "migrate");
     scheduler = std::make_unique<Scheduler>(*db, clock);
     v1::CreateClinicRequest cc;

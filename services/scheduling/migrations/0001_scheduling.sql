@@ -106,15 +106,3 @@ CREATE TABLE waitlist_entries (
   PRIMARY KEY (clinic_id, entry_id)
 );
 CREATE INDEX waitlist_by_state ON waitlist_entries (clinic_id, state, create_time);
-
--- Idempotency: the response of every successful mutating call, by caller, method and
--- request_id, written in the same transaction as the change.
-CREATE TABLE idempotency (
-  caller TEXT NOT NULL,
-  method TEXT NOT NULL,
-  request_id TEXT NOT NULL,
-  request_hash TEXT NOT NULL,
-  response {{BLOB}} NOT NULL,
-  create_time BIGINT NOT NULL,
-  PRIMARY KEY (caller, method, request_id)
-);

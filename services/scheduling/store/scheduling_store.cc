@@ -451,27 +451,7 @@ absl::StatusOr<std::vector<std::pair<std::string, v1::WaitlistEntry>>> Schedulin
   return out;
 }
 
-// ---- Idempotency and events ----
-
-absl::StatusOr<std::optional<SchedulingStore::Remembered>> SchedulingStore::Recall(const std::string& caller,
-                                                                                   const std::string& method,
-                                                                                   const std::string& request_id) {
-  ASSIGN_OR_RETURN(db::Rows rows, tx_.Query("SELECT request_hash, response FROM idempotency"
-                                            " WHERE caller = $1 AND method = $2 AND request_id = $3",
-                                            {caller, method, request_id}));
-  if (rows.empty()) return std::nullopt;
-  return Remembered{rows[0].Text(0), rows[0].Bytes(1)};
-}
-
-absl::Status SchedulingStore::Remember(const std::string& caller, const std::string& method,
-                                       const std::string& request_id, const std::string& request_hash,
-                                       const std::string& response, absl::Time now) {
-  return tx_
-      .Exec("INSERT INTO idempotency (caller, method, request_id, request_hash, response, create_time)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            {caller, method, request_id, request_hash, db::Blob{response}, db::Micros(now)})
-      .status();
-}
+// ---- Events ----
 
 absl::Status SchedulingStore::Publish(const events::v1::EventEnvelope& event, absl::Time now) {
   std::string type;

@@ -136,17 +136,6 @@ class SchedulingStore {
   absl::StatusOr<std::vector<std::pair<std::string, v1::WaitlistEntry>>> WaitlistEntriesInState(int state,
                                                                                                  int limit);
 
-  // Idempotency
-  struct Remembered {
-    std::string request_hash;
-    std::string response;
-  };
-  absl::StatusOr<std::optional<Remembered>> Recall(const std::string& caller, const std::string& method,
-                                                   const std::string& request_id);
-  absl::Status Remember(const std::string& caller, const std::string& method,
-                        const std::string& request_id, const std::string& request_hash,
-                        const std::string& response, absl::Time now);
-
   // Events, through the transactional outbox.
   absl::Status Publish(const events::v1::EventEnvelope& event, absl::Time now);
 

@@ -1,0 +1,40 @@
+#include "common/api/idempotency.h"
+
+namespace continuum::api {
+
+const std::vector<db::Migration>& IdempotencyMigrations() {
+  static const auto* const kMigrations = new std::vector<db::Migration>{
+      {1, "create_idempotency", R"sql(
+CREATE TABLE idempotency (
+  caller TEXT NOT NULL,
+  method TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  request_hash TEXT NOT NULL,
+  response {{BLOB}} NOT NULL,
+  create_time BIGINT NOT NULL,
+  CONSTRAINT idempotency_pk PRIMARY KEY (caller, method, request_id)
+);
+)sql"},
+  };
+  return *kMigrations;
+}
+
+absl::StatusOr<std::optional<Remembered>> Recall(db::Tx& tx, const std::string& caller, const std::string& method,
+                                                 const std::string& request_id) {
+  ASSIGN_OR_RETURN(db::Rows rows, tx.Query("SELECT request_hash, response FROM idempotency"
+                                           " WHERE caller = $1 AND method = $2 AND request_id = $3",
+                                           {caller, method, request_id}));
+  if (rows.empty()) return std::nullopt;
+  return Remembered{rows[0].Text(0), rows[0].Bytes(1)};
+}
+
+absl::Status Remember(db::Tx& tx, const std::string& caller, const std::string& method,
+                      const std::string& request_id, const Remembered& what, absl::Time now) {
+  return tx
+      .Exec("INSERT INTO idempotency (caller, method, request_id, request_hash, response, create_time)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            {caller, method, request_id, what.request_hash, db::Blob{what.response}, db::Micros(now)})
+      .status();
+}
+
+}  // namespace continuum::api

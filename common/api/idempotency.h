@@ -1,0 +1,67 @@
+// Idempotent mutations: the response of every successful mutating call is stored under
+// (caller, method, request_id) in the same transaction as the change. A retry returns the
+// stored response without applying anything again; the same request_id with a different
+// request is ALREADY_EXISTS / REQUEST_ID_REUSED. Only successes are remembered.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/api/api.h"
+#include "common/db/database.h"
+#include "common/db/migrations.h"
+#include "common/status/errors.h"
+#include "common/status/macros.h"
+#include "common/time/clock.h"
+
+namespace continuum::api {
+
+// Schema of the idempotency table; apply with db::ApplyMigrations(db, "idempotency", ...).
+const std::vector<db::Migration>& IdempotencyMigrations();
+
+struct Remembered {
+  std::string request_hash;
+  std::string response;
+};
+absl::StatusOr<std::optional<Remembered>> Recall(db::Tx& tx, const std::string& caller, const std::string& method,
+                                                 const std::string& request_id);
+absl::Status Remember(db::Tx& tx, const std::string& caller, const std::string& method,
+                      const std::string& request_id, const Remembered& what, absl::Time now);
+
+// Runs `fn` in a read-write transaction, idempotently. `fn` must be repeatable (the
+// transaction may be retried on a conflict).
+template <typename Resp>
+absl::StatusOr<Resp> RunIdempotent(db::Database& db, Clock& clock, const std::string& caller,
+                                   const std::string& method, const std::string& request_id,
+                                   const google::protobuf::Message& request,
+                                   const std::function<absl::StatusOr<Resp>(db::Tx&)>& fn) {
+  RETURN_IF_ERROR(ValidateRequestId(request_id));
+  const std::string hash = RequestHash(request);
+  for (int attempt = 0;; ++attempt) {
+    Resp response;
+    absl::Status s = db.InTransaction([&](db::Tx& tx) -> absl::Status {
+      ASSIGN_OR_RETURN(auto remembered, Recall(tx, caller, method, request_id));
+      if (remembered) {
+        if (remembered->request_hash != hash) {
+          return MakeError(absl::StatusCode::kAlreadyExists, "REQUEST_ID_REUSED",
+                           "request_id '" + request_id +
+                               "' was already used for a different request; use a new request_id");
+        }
+        if (!response.ParseFromString(remembered->response)) return absl::DataLossError("stored response");
+        return absl::OkStatus();
+      }
+      ASSIGN_OR_RETURN(response, fn(tx));
+      return Remember(tx, caller, method, request_id, {hash, response.SerializeAsString()}, clock.Now());
+    });
+    // A concurrent call with the same request_id committed first: answer with its result.
+    bool raced = s.code() == absl::StatusCode::kAlreadyExists && ErrorReason(s) == "ALREADY_EXISTS" &&
+                 ErrorMetadata(s)["constraint"].find("idempotency") != std::string::npos;
+    if (raced && attempt < 2) continue;
+    if (!s.ok()) return s;
+    return response;
+  }
+}
+
+}  // namespace continuum::api
