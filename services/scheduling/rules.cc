@@ -9,27 +9,6 @@
 
 namespace continuum::scheduling {
 
-absl::Time FromProto(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
-}
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  google::protobuf::Timestamp out;
-  int64_t s = absl::ToUnixSeconds(t);
-  out.set_seconds(s);
-  out.set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(t - absl::FromUnixSeconds(s))));
-  return out;
-}
-absl::Duration FromProto(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
-google::protobuf::Duration ToProto(absl::Duration d) {
-  google::protobuf::Duration out;
-  int64_t s = absl::IDivDuration(d, absl::Seconds(1), &d);
-  out.set_seconds(s);
-  out.set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
-  return out;
-}
-
 std::string PersonName(const std::string& id) { return "people/" + id; }
 std::string PersonId(const auth::Principal& p) {
   return absl::StartsWith(p.subject, "people/") ? p.subject.substr(7) : p.subject;

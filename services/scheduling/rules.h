@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/auth/principal.h"
+#include "common/time/proto_time.h"
 #include "continuum/scheduling/v1/scheduling_service.pb.h"
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/timestamp.pb.h"
@@ -14,10 +15,8 @@
 
 namespace continuum::scheduling {
 
-absl::Time FromProto(const google::protobuf::Timestamp& t);
-google::protobuf::Timestamp ToProto(absl::Time t);
-absl::Duration FromProto(const google::protobuf::Duration& d);
-google::protobuf::Duration ToProto(absl::Duration d);
+using ::continuum::FromProto;
+using ::continuum::ToProto;
 
 // "people/{id}" <-> id. Subjects of person tokens may be the id or the resource name.
 std::string PersonName(const std::string& id);
