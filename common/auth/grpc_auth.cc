@@ -65,4 +65,30 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
   return grpc::SslCredentials(options);
 }
 
+absl::StatusOr<std::string> ServiceTokenSource::Token() {
+  if (!token_file_.empty()) {
+    ASSIGN_OR_RETURN(std::string token, ReadFile(token_file_));
+    while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
+    return token;
+  }
+  absl::MutexLock lock(&mu_);
+  absl::Time now = clock_.Now();
+  if (now + absl::Minutes(5) < expires_) return cached_;
+  if (jwt_.hs256_secret.empty()) {
+    return absl::FailedPreconditionError(
+        "no credentials for calling other services: set service-token-file (or an HS256 secret)");
+  }
+  TokenClaims c;
+  c.issuer = jwt_.issuer;
+  c.audience = jwt_.audience;
+  c.subject = subject_;
+  c.role = Role::kService;
+  c.clinics = {"*"};
+  c.issued_at = now;
+  c.expires_at = now + absl::Hours(1);
+  ASSIGN_OR_RETURN(cached_, SignJwt(c, "HS256", jwt_.hs256_secret));
+  expires_ = c.expires_at;
+  return cached_;
+}
+
 }  // namespace continuum::auth

@@ -41,4 +41,23 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
 
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 
+// This service's own credentials for calls to other Continuum services (role "service",
+// clinics "*"): read from a file when one is configured (production: a mounted secret,
+// re-read so rotation is picked up), otherwise minted with the HS256 secret (local runs).
+class ServiceTokenSource {
+ public:
+  ServiceTokenSource(std::string subject, JwtOptions jwt, std::string token_file, Clock& clock)
+      : subject_(std::move(subject)), jwt_(std::move(jwt)), token_file_(std::move(token_file)), clock_(clock) {}
+  absl::StatusOr<std::string> Token();
+
+ private:
+  std::string subject_;
+  JwtOptions jwt_;
+  std::string token_file_;
+  Clock& clock_;
+  absl::Mutex mu_;
+  std::string cached_ ABSL_GUARDED_BY(mu_);
+  absl::Time expires_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+};
+
 }  // namespace continuum::auth

@@ -1,0 +1,83 @@
+#include "services/session_record/scheduling_client.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status/errors.h"
+#include "common/status/macros.h"
+
+namespace continuum::records {
+namespace {
+
+class GrpcSchedulingClient final : public SchedulingClient {
+ public:
+  GrpcSchedulingClient(std::shared_ptr<grpc::Channel> channel, auth::ServiceTokenSource* tokens,
+                       absl::Duration deadline)
+      : stub_(sv1::SchedulingService::NewStub(channel)), tokens_(tokens), deadline_(deadline) {}
+
+  absl::StatusOr<sv1::Appointment> GetAppointment(const std::string& name) override {
+    sv1::GetAppointmentRequest r;
+    r.set_name(name);
+    return Call<sv1::Appointment>(&sv1::SchedulingService::Stub::GetAppointment, r);
+  }
+  absl::StatusOr<sv1::CareTeam> GetCareTeam(const std::string& clinic_id, const std::string& client_id) override {
+    sv1::GetCareTeamRequest r;
+    r.set_name(absl::StrCat("clinics/", clinic_id, "/careTeams/", client_id));
+    return Call<sv1::CareTeam>(&sv1::SchedulingService::Stub::GetCareTeam, r);
+  }
+  absl::StatusOr<sv1::Program> GetProgram(const std::string& name) override {
+    sv1::GetProgramRequest r;
+    r.set_name(name);
+    return Call<sv1::Program>(&sv1::SchedulingService::Stub::GetProgram, r);
+  }
+  absl::StatusOr<sv1::Clinic> GetClinic(const std::string& clinic_id) override {
+    sv1::GetClinicRequest r;
+    r.set_name("clinics/" + clinic_id);
+    return Call<sv1::Clinic>(&sv1::SchedulingService::Stub::GetClinic, r);
+  }
+  absl::StatusOr<sv1::Person> GetPerson(const std::string& person_id) override {
+    sv1::GetPersonRequest r;
+    r.set_name("people/" + person_id);
+    return Call<sv1::Person>(&sv1::SchedulingService::Stub::GetPerson, r);
+  }
+  absl::Status SetAppointmentState(const std::string& name, sv1::Appointment::State state,
+                                   const std::string& request_id) override {
+    sv1::UpdateAppointmentStateRequest r;
+    r.set_name(name);
+    r.set_state(state);
+    r.set_request_id(request_id);
+    return Call<sv1::Appointment>(&sv1::SchedulingService::Stub::UpdateAppointmentState, r).status();
+  }
+
+ private:
+  template <typename Resp, typename Req>
+  absl::StatusOr<Resp> Call(grpc::Status (sv1::SchedulingService::Stub::*method)(grpc::ClientContext*, const Req&,
+                                                                                 Resp*),
+                            const Req& req) {
+    ASSIGN_OR_RETURN(std::string token, tokens_->Token());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline_));
+    ctx.AddMetadata("authorization", "Bearer " + token);
+    Resp resp;
+    grpc::Status s = (stub_.get()->*method)(&ctx, req, &resp);
+    if (s.ok()) return resp;
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return MakeError(absl::StatusCode::kUnavailable, "UPSTREAM_UNAVAILABLE",
+                       absl::StrCat("the scheduling service did not answer (", s.error_message(),
+                                    "); retry with the same request_id"),
+                       {{"service", "scheduling"}});
+    }
+    return FromGrpcStatus(s);
+  }
+
+  std::unique_ptr<sv1::SchedulingService::Stub> stub_;
+  auth::ServiceTokenSource* tokens_;
+  absl::Duration deadline_;
+};
+
+}  // namespace
+
+std::unique_ptr<SchedulingClient> NewGrpcSchedulingClient(std::shared_ptr<grpc::Channel> channel,
+                                                          auth::ServiceTokenSource* tokens, absl::Duration deadline) {
+  return std::make_unique<GrpcSchedulingClient>(std::move(channel), tokens, deadline);
+}
+
+}  // namespace continuum::records

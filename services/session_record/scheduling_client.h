@@ -1,0 +1,36 @@
+// What the session-record service needs from scheduling: appointments, care teams, dose
+// plans and clinic policy, and the appointment state changes that follow a session. Calls
+// carry deadlines; an unreachable scheduling service is UNAVAILABLE / UPSTREAM_UNAVAILABLE.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/auth/grpc_auth.h"
+#include "continuum/scheduling/v1/scheduling_service.grpc.pb.h"
+
+namespace continuum::records {
+
+namespace sv1 = ::continuum::scheduling::v1;
+
+class SchedulingClient {
+ public:
+  virtual ~SchedulingClient() = default;
+  virtual absl::StatusOr<sv1::Appointment> GetAppointment(const std::string& name) = 0;
+  virtual absl::StatusOr<sv1::CareTeam> GetCareTeam(const std::string& clinic_id, const std::string& client_id) = 0;
+  virtual absl::StatusOr<sv1::Program> GetProgram(const std::string& name) = 0;
+  virtual absl::StatusOr<sv1::Clinic> GetClinic(const std::string& clinic_id) = 0;
+  virtual absl::StatusOr<sv1::Person> GetPerson(const std::string& person_id) = 0;
+  // Idempotent on request_id.
+  virtual absl::Status SetAppointmentState(const std::string& name, sv1::Appointment::State state,
+                                           const std::string& request_id) = 0;
+};
+
+// The gRPC implementation, authenticated as this service.
+std::unique_ptr<SchedulingClient> NewGrpcSchedulingClient(std::shared_ptr<grpc::Channel> channel,
+                                                          auth::ServiceTokenSource* tokens,
+                                                          absl::Duration deadline = absl::Seconds(3));
+
+}  // namespace continuum::records

@@ -1,1 +1,0 @@
-#include "services/session_record/session_record_service.h"

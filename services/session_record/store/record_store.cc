@@ -1,0 +1,147 @@
+#include "services/session_record/store/record_store.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status/errors.h"
+#include "common/status/macros.h"
+#include "common/time/proto_time.h"
+
+namespace continuum::records::store {
+namespace {
+
+template <typename T>
+absl::StatusOr<T> Parse(const db::Row& row, size_t col) {
+  T value;
+  if (!value.ParseFromString(row.Bytes(col))) return absl::DataLossError("stored record does not parse");
+  return value;
+}
+
+std::string Placeholders(size_t n, size_t first) {
+  std::vector<std::string> ps;
+  for (size_t i = 0; i < n; ++i) ps.push_back(absl::StrCat("$", first + i));
+  return absl::StrCat("(", absl::StrJoin(ps, ", "), ")");
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<v1::SessionRecord>> GetRecord(db::Tx& tx, const std::string& clinic_id,
+                                                           const std::string& record_id, int64_t version) {
+  ASSIGN_OR_RETURN(
+      db::Rows rows,
+      version > 0
+          ? tx.Query("SELECT data FROM record_versions WHERE clinic_id = $1 AND record_id = $2 AND version = $3",
+                     {clinic_id, record_id, version})
+          : tx.Query("SELECT v.data FROM session_records r JOIN record_versions v ON v.clinic_id = r.clinic_id"
+                     " AND v.record_id = r.record_id AND v.version = r.latest_version"
+                     " WHERE r.clinic_id = $1 AND r.record_id = $2",
+                     {clinic_id, record_id}));
+  if (rows.empty()) return std::nullopt;
+  return Parse<v1::SessionRecord>(rows[0], 0);
+}
+
+absl::Status AppendVersion(db::Tx& tx, const std::string& clinic_id, const std::string& record_id,
+                           const v1::SessionRecord& r, const std::string& author, const std::string& action,
+                           const std::string& reason) {
+  int64_t now = absl::ToUnixMicros(FromProto(r.update_time()));
+  auto inserted = tx.Exec("INSERT INTO record_versions (clinic_id, record_id, version, author, action, reason, state,"
+                          " create_time, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                          {clinic_id, record_id, r.version(), author, action, reason, int64_t{r.state()}, now,
+                           db::Blob{r.SerializeAsString()}});
+  if (inserted.status().code() == absl::StatusCode::kAlreadyExists) {
+    return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT",
+                     "the record was changed concurrently; read it again and retry");
+  }
+  RETURN_IF_ERROR(inserted.status());
+  if (r.version() == 1) {
+    return tx
+        .Exec("INSERT INTO session_records (clinic_id, record_id, client_id, state, latest_version, create_time)"
+              " VALUES ($1, $2, $3, $4, 1, $5)",
+              {clinic_id, record_id, r.client().substr(r.client().rfind('/') + 1), int64_t{r.state()}, now})
+        .status();
+  }
+  ASSIGN_OR_RETURN(int64_t moved, tx.Exec("UPDATE session_records SET latest_version = $1, state = $2"
+                                          " WHERE clinic_id = $3 AND record_id = $4 AND latest_version = $5",
+                                          {r.version(), int64_t{r.state()}, clinic_id, record_id, r.version() - 1}));
+  if (moved != 1) {
+    return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT",
+                     "the record was changed concurrently; read it again and retry");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::SessionRecordVersion>> ListVersions(db::Tx& tx, const std::string& clinic_id,
+                                                                   const std::string& record_id, int64_t offset,
+                                                                   int limit) {
+  ASSIGN_OR_RETURN(db::Rows rows, tx.Query("SELECT version, author, action, reason, state, create_time"
+                                           " FROM record_versions WHERE clinic_id = $1 AND record_id = $2"
+                                           " ORDER BY version LIMIT $3 OFFSET $4",
+                                           {clinic_id, record_id, int64_t{limit}, offset}));
+  std::vector<v1::SessionRecordVersion> out;
+  for (const auto& row : rows) {
+    v1::SessionRecordVersion v;
+    v.set_record(absl::StrCat("clinics/", clinic_id, "/sessionRecords/", record_id));
+    v.set_version(row.Int(0));
+    v.set_author(row.Text(1));
+    v.set_action(row.Text(2));
+    v.set_reason(row.Text(3));
+    v.set_state(static_cast<v1::SessionRecord::State>(row.Int(4)));
+    *v.mutable_create_time() = ToProto(absl::FromUnixMicros(row.Int(5)));
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::SessionRecord>> ListRecords(db::Tx& tx, const std::string& clinic_id,
+                                                           const std::vector<std::string>& client_ids,
+                                                           const std::vector<int>& states, int64_t offset, int limit) {
+  db::Params params = {clinic_id, int64_t{limit}, offset};
+  std::string where;
+  if (!client_ids.empty()) {
+    where += " AND r.client_id IN " + Placeholders(client_ids.size(), params.size() + 1);
+    for (const auto& c : client_ids) params.push_back(c);
+  }
+  if (!states.empty()) {
+    where += " AND r.state IN " + Placeholders(states.size(), params.size() + 1);
+    for (int s : states) params.push_back(int64_t{s});
+  }
+  ASSIGN_OR_RETURN(db::Rows rows,
+                   tx.Query(absl::StrCat("SELECT v.data FROM session_records r JOIN record_versions v"
+                                         " ON v.clinic_id = r.clinic_id AND v.record_id = r.record_id"
+                                         " AND v.version = r.latest_version WHERE r.clinic_id = $1",
+                                         where, " ORDER BY r.create_time, r.record_id LIMIT $2 OFFSET $3"),
+                            params));
+  std::vector<v1::SessionRecord> out;
+  for (const auto& row : rows) {
+    ASSIGN_OR_RETURN(auto r, Parse<v1::SessionRecord>(row, 0));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::Status InsertJournal(db::Tx& tx, const std::string& clinic_id, const std::string& entry_id,
+                           const std::string& client_id, const v1::JournalEntry& e) {
+  return tx
+      .Exec("INSERT INTO journal_entries (clinic_id, entry_id, client_id, visibility, create_time, data)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            {clinic_id, entry_id, client_id, int64_t{e.visibility()},
+             absl::ToUnixMicros(FromProto(e.create_time())), db::Blob{e.SerializeAsString()}})
+      .status();
+}
+
+absl::StatusOr<std::vector<v1::JournalEntry>> ListJournal(db::Tx& tx, const std::string& clinic_id,
+                                                          const std::string& client_id, bool shared_only,
+                                                          int64_t offset, int limit) {
+  ASSIGN_OR_RETURN(db::Rows rows,
+                   tx.Query("SELECT data FROM journal_entries WHERE clinic_id = $1 AND client_id = $2"
+                            " AND ($3 = 0 OR visibility = $4) ORDER BY create_time DESC, entry_id LIMIT $5 OFFSET $6",
+                            {clinic_id, client_id, int64_t{shared_only}, int64_t{v1::JournalEntry::VISIBILITY_SHARED_WITH_CARE_TEAM},
+                             int64_t{limit}, offset}));
+  std::vector<v1::JournalEntry> out;
+  for (const auto& row : rows) {
+    ASSIGN_OR_RETURN(auto e, Parse<v1::JournalEntry>(row, 0));
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace continuum::records::store
