@@ -1,0 +1,521 @@
+// The session-record domain with a FakeClock, SQLite :memory: and a scheduling stand-in
+// (scheduling is another service; its own tests cover it): a medicine session walked from
+// checklist to signed note with each gate refused and then passed, amendments, versions,
+// the audit chain (and a tampered row), journals, the FHIR bundle and access.
+#include "services/session_record/record_keeper.h"
+
+#include "common/api/idempotency.h"
+#include "common/db/migrations.h"
+#include "common/outbox/outbox.h"
+#include "common/status/errors.h"
+#include "common/time/proto_time.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "services/session_record/audit.h"
+#include "services/session_record/session_record_service.h"
+
+namespace continuum::records {
+namespace {
+
+using auth::Principal;
+using auth::Role;
+using ::testing::HasSubstr;
+namespace sv1 = ::continuum::scheduling::v1;
+using Item = v1::ChecklistItem;
+
+MATCHER_P2(IsError, code, reason, "") {
+  if (arg.ok()) {
+    *result_listener << "is OK";
+    return false;
+  }
+  *result_listener << arg.status();
+  return arg.status().code() == code && ErrorReason(arg.status()) == reason;
+}
+
+// Scheduling as the record keeper sees it: fixed data, and a log of state changes.
+class FakeScheduling : public SchedulingClient {
+ public:
+  absl::StatusOr<sv1::Appointment> GetAppointment(const std::string& name) override {
+    auto it = appointments.find(name);
+    if (it == appointments.end()) return absl::NotFoundError(name);
+    return it->second;
+  }
+  absl::StatusOr<sv1::CareTeam> GetCareTeam(const std::string&, const std::string& client) override {
+    sv1::CareTeam t;
+    if (client == "cl1") {
+      auto* a = t.add_members();
+      a->set_person("people/th1");
+      a->set_role(cv1::ROLE_THERAPIST);
+      auto* b = t.add_members();
+      b->set_person("people/cn1");
+      b->set_role(cv1::ROLE_CLINICIAN);
+    }
+    return t;
+  }
+  absl::StatusOr<sv1::Program> GetProgram(const std::string&) override { return program; }
+  absl::StatusOr<sv1::Clinic> GetClinic(const std::string&) override { return clinic; }
+  absl::StatusOr<sv1::Person> GetPerson(const std::string& id) override {
+    sv1::Person p;
+    p.set_name("people/" + id);
+    auto* m = p.add_memberships();
+    m->set_clinic("clinics/c01");
+    m->set_role(id == "sitter1" ? cv1::ROLE_SITTER : cv1::ROLE_CLIENT);
+    return p;
+  }
+  absl::Status SetAppointmentState(const std::string& name, sv1::Appointment::State state,
+                                   const std::string&) override {
+    appointments[name].set_state(state);
+    transitions.push_back(sv1::Appointment::State_Name(state));
+    return absl::OkStatus();
+  }
+
+  std::map<std::string, sv1::Appointment> appointments;
+  sv1::Program program;
+  sv1::Clinic clinic;
+  std::vector<std::string> transitions;
+};
+
+class RecordKeeperTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto db = db::Open({.url = "sqlite::memory:"});
+    ASSERT_TRUE(db.ok());
+    db_ = std::move(*db);
+    ASSERT_TRUE(db::ApplyMigrations(*db_, "outbox", outbox::Migrations()).ok());
+    ASSERT_TRUE(db::ApplyMigrations(*db_, "idempotency", api::IdempotencyMigrations()).ok());
+    ASSERT_TRUE(db::ApplyMigrations(*db_, "session_record", session_record::Migrations()).ok());
+    for (auto [id, kind, setting] :
+         std::vector<std::tuple<std::string, cv1::AppointmentKind, cv1::CareSetting>>{
+             {"med1", cv1::APPOINTMENT_KIND_MEDICINE_SUPERVISED, cv1::CARE_SETTING_IN_CLINIC},
+             {"home1", cv1::APPOINTMENT_KIND_MEDICINE_SELF_GUIDED, cv1::CARE_SETTING_HOME}}) {
+      sv1::Appointment a;
+      a.set_name("clinics/c01/appointments/" + id);
+      a.set_kind(kind);
+      a.set_setting(setting);
+      a.set_client("people/cl1");
+      a.set_program("clinics/c01/programs/p1");
+      a.set_provider("people/th1");
+      a.set_state(sv1::Appointment::STATE_BOOKED);
+      scheduling_.appointments[a.name()] = a;
+    }
+    auto* plan = scheduling_.program.mutable_dose_plan();
+    plan->set_route(cv1::DOSE_ROUTE_INTRAMUSCULAR);
+    plan->set_min_dose_mg(20);
+    plan->set_max_dose_mg(60);
+    plan->set_max_sessions(6);
+    auto* policy = scheduling_.clinic.mutable_policy();
+    policy->set_max_systolic_mmhg(160);
+    policy->set_max_diastolic_mmhg(100);
+    *policy->mutable_supervised_observation_period() = ToProto(absl::Hours(2));
+    *policy->mutable_self_guided_observation_period() = ToProto(absl::Hours(1));
+    keeper_ = std::make_unique<RecordKeeper>(*db_, clock_, scheduling_);
+  }
+
+  std::string Rid() { return absl::StrCat("r", next_++); }
+
+  absl::StatusOr<v1::SessionRecord> Create(const std::string& appointment, const Principal& who) {
+    v1::CreateSessionRecordRequest r;
+    r.set_parent("clinics/c01");
+    r.mutable_session_record()->set_appointment("clinics/c01/appointments/" + appointment);
+    r.set_request_id(Rid());
+    return keeper_->CreateSessionRecord(who, r);
+  }
+
+  absl::StatusOr<v1::UpdateChecklistResponse> Check(const std::string& name, std::vector<Item> items,
+                                                    const Principal& who) {
+    v1::UpdateChecklistRequest r;
+    r.set_name(name);
+    for (auto& i : items) *r.add_items() = i;
+    r.set_request_id(Rid());
+    return keeper_->UpdateChecklist(who, r);
+  }
+
+  static Item Confirm(Item::Kind kind) {
+    Item i;
+    i.set_kind(kind);
+    i.set_confirmed(true);
+    return i;
+  }
+  static Item Bp(int sys, int dia) {
+    Item i;
+    i.set_kind(Item::KIND_BLOOD_PRESSURE);
+    i.set_systolic_mmhg(sys);
+    i.set_diastolic_mmhg(dia);
+    return i;
+  }
+  static Item Dose(cv1::DoseRoute route, double mg) {
+    Item i;
+    i.set_kind(Item::KIND_DOSE_WITHIN_PLAN);
+    i.set_planned_route(route);
+    i.set_planned_dose_mg(mg);
+    return i;
+  }
+
+  absl::StatusOr<v1::SessionRecord> StartSession(const std::string& name, const Principal& who) {
+    v1::StartSessionRequest r;
+    r.set_name(name);
+    r.set_request_id(Rid());
+    return keeper_->StartSession(who, r);
+  }
+
+  absl::StatusOr<v1::SessionRecord> StartDose(const std::string& name, double mg, const Principal& who,
+                                              const std::string& override_reason = "") {
+    v1::StartDoseAdministrationRequest r;
+    r.set_name(name);
+    r.set_route(cv1::DOSE_ROUTE_INTRAMUSCULAR);
+    r.set_dose_mg(mg);
+    if (!override_reason.empty()) r.mutable_override()->set_reason(override_reason);
+    r.set_request_id(Rid());
+    return keeper_->StartDoseAdministration(who, r);
+  }
+
+  absl::StatusOr<v1::SessionRecord> Complete(const std::string& name, const Principal& who) {
+    v1::CompleteSessionRequest r;
+    r.set_name(name);
+    r.set_request_id(Rid());
+    return keeper_->CompleteSession(who, r);
+  }
+
+  FakeClock clock_;
+  FakeScheduling scheduling_;
+  std::unique_ptr<db::Database> db_;
+  std::unique_ptr<RecordKeeper> keeper_;
+  int next_ = 0;
+  Principal therapist_{"people/th1", Role::kTherapist, {"c01"}};
+  Principal clinician_{"people/cn1", Role::kClinician, {"c01"}};
+  Principal outsider_{"people/th9", Role::kTherapist, {"c01"}};
+  Principal client_{"people/cl1", Role::kClient, {"c01"}};
+  Principal sitter_{"people/sitter1", Role::kSitter, {"c01"}};
+  Principal admin_{"people/ad1", Role::kAdmin, {"c01"}};
+  Principal partner_{"acme", Role::kPartner, {"c01"}};
+  Principal other_clinic_{"people/th1", Role::kTherapist, {"c02"}};
+};
+
+const auto kFailed = absl::StatusCode::kFailedPrecondition;
+const auto kDenied = absl::StatusCode::kPermissionDenied;
+
+TEST_F(RecordKeeperTest, MedicineSessionWalksFromChecklistToSignedNoteThroughEveryGate) {
+  auto rec = Create("med1", therapist_);
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  const std::string name = rec->name();
+  EXPECT_EQ(name, "clinics/c01/sessionRecords/med1");
+  EXPECT_EQ(rec->state(), v1::SessionRecord::STATE_DRAFT);
+  EXPECT_FALSE(rec->checklist().passed());
+  EXPECT_THAT(Create("med1", therapist_), IsError(absl::StatusCode::kAlreadyExists, "ALREADY_EXISTS"));
+
+  // Rule 4: the checklist gates the start, and the error lists the failing items.
+  auto refused = StartSession(name, therapist_);
+  EXPECT_THAT(refused, IsError(kFailed, "CHECKLIST_FAILED"));
+  EXPECT_THAT(ErrorMetadata(refused.status())["failing_items"], HasSubstr("KIND_TRANSPORTATION_ARRANGED"));
+  ASSERT_TRUE(Check(name, {Confirm(Item::KIND_TRANSPORTATION_ARRANGED)}, client_).ok()) << "clients confirm transport";
+  EXPECT_THAT(Check(name, {Confirm(Item::KIND_CONSENT_ACTIVE)}, client_), IsError(kDenied, "PERMISSION_DENIED_ROLE"));
+  auto high = Check(name, {Bp(182, 95), Confirm(Item::KIND_CONSENT_ACTIVE), Dose(cv1::DOSE_ROUTE_INTRAMUSCULAR, 40)},
+                    therapist_);
+  ASSERT_TRUE(high.ok()) << high.status();
+  EXPECT_FALSE(high->checklist().passed()) << "blood pressure above the clinic's threshold fails";
+  auto still = StartSession(name, therapist_);
+  EXPECT_THAT(still, IsError(kFailed, "CHECKLIST_FAILED"));
+  EXPECT_EQ(ErrorMetadata(still.status())["failing_items"], "KIND_BLOOD_PRESSURE (STATUS_FAILED)");
+  ASSERT_TRUE(Check(name, {Bp(128, 82)}, therapist_).ok());
+  auto started = StartSession(name, therapist_);
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(started->state(), v1::SessionRecord::STATE_IN_PROGRESS);
+  EXPECT_THAT(scheduling_.transitions, ::testing::ElementsAre("STATE_CHECKED_IN"));
+
+  // Rule 5: a dose outside the plan needs a clinician's override.
+  EXPECT_THAT(StartDose(name, 80, therapist_), IsError(kFailed, "DOSE_OUTSIDE_PLAN"));
+  EXPECT_THAT(StartDose(name, 80, therapist_, "tolerance"), IsError(kDenied, "OVERRIDE_REQUIRES_CLINICIAN"));
+  auto dosed = StartDose(name, 40, therapist_);
+  ASSERT_TRUE(dosed.ok()) << dosed.status();
+  EXPECT_TRUE(dosed->dose_administrations(0).within_plan());
+  EXPECT_THAT(StartDose(name, 20, therapist_), IsError(kFailed, "DOSE_STILL_ACTIVE"));
+  EXPECT_THAT(Complete(name, therapist_), IsError(kFailed, "DOSE_STILL_ACTIVE"));
+  clock_.Advance(absl::Minutes(20));
+  v1::StopDoseAdministrationRequest stop;
+  stop.set_name(name);
+  stop.set_administration_id(dosed->dose_administrations(0).administration_id());
+  stop.set_request_id(Rid());
+  auto stopped = keeper_->StopDoseAdministration(therapist_, stop);
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(FromProto(stopped->earliest_complete_time()), clock_.Now() + absl::Hours(2));
+  // Over the session total of 60 mg: refused, then overridden by the clinician with a reason.
+  EXPECT_THAT(StartDose(name, 30, therapist_), IsError(kFailed, "DOSE_OUTSIDE_PLAN"));
+  auto extra = StartDose(name, 30, clinician_, "partial absorption of the first dose");
+  ASSERT_TRUE(extra.ok()) << extra.status();
+  EXPECT_FALSE(extra->dose_administrations(1).within_plan());
+  EXPECT_EQ(extra->dose_administrations(1).override().clinician(), "people/cn1");
+  stop.set_administration_id(extra->dose_administrations(1).administration_id());
+  stop.set_request_id(Rid());
+  ASSERT_TRUE(keeper_->StopDoseAdministration(therapist_, stop).ok());
+
+  v1::RecordVitalsRequest vitals;
+  vitals.set_name(name);
+  vitals.mutable_vitals()->set_systolic_mmhg(135);
+  vitals.mutable_vitals()->set_diastolic_mmhg(85);
+  vitals.mutable_vitals()->set_heart_rate_bpm(88);
+  vitals.mutable_vitals()->set_spo2_percent(97);
+  vitals.set_request_id(Rid());
+  ASSERT_TRUE(keeper_->RecordVitals(therapist_, vitals).ok());
+  v1::AddTimelineEntryRequest tl;
+  tl.set_name(name);
+  tl.mutable_entry()->set_kind(v1::TimelineEntry::KIND_OBSERVATION);
+  tl.mutable_entry()->set_text("calm, eyes closed");
+  tl.set_request_id(Rid());
+  ASSERT_TRUE(keeper_->AddTimelineEntry(therapist_, tl).ok());
+
+  // Rule 8: the observation period after the last dose.
+  clock_.Advance(absl::Hours(1));
+  auto early = Complete(name, therapist_);
+  EXPECT_THAT(early, IsError(kFailed, "OBSERVATION_PERIOD_NOT_ELAPSED"));
+  EXPECT_FALSE(ErrorMetadata(early.status())["earliest_complete_time"].empty());
+  clock_.Advance(absl::Hours(1));
+  auto completed = Complete(name, therapist_);
+  ASSERT_TRUE(completed.ok()) << completed.status();
+  EXPECT_THAT(scheduling_.transitions, ::testing::ElementsAre("STATE_CHECKED_IN", "STATE_FULFILLED"));
+
+  // Sign and lock.
+  v1::SignSessionRecordRequest sign;
+  sign.set_name(name);
+  sign.set_request_id(Rid());
+  EXPECT_THAT(keeper_->SignSessionRecord(therapist_, sign), IsError(kFailed, "NOTE_REQUIRED"));
+  v1::UpdateNoteRequest note;
+  note.set_name(name);
+  note.mutable_note()->set_kind(v1::Note::KIND_SESSION);
+  note.mutable_note()->set_text("Session went well.");
+  note.set_request_id(Rid());
+  ASSERT_TRUE(keeper_->UpdateNote(therapist_, note).ok());
+  sign.set_request_id(Rid());
+  EXPECT_THAT(keeper_->SignSessionRecord(outsider_, sign), IsError(kDenied, "NOT_ON_CARE_TEAM"));
+  sign.set_request_id(Rid());
+  auto signed_rec = keeper_->SignSessionRecord(clinician_, sign);
+  ASSERT_TRUE(signed_rec.ok()) << signed_rec.status();
+  EXPECT_EQ(signed_rec->state(), v1::SessionRecord::STATE_SIGNED);
+  note.set_request_id(Rid());
+  EXPECT_THAT(keeper_->UpdateNote(therapist_, note), IsError(kFailed, "RECORD_LOCKED"));
+  tl.set_request_id(Rid());
+  EXPECT_THAT(keeper_->AddTimelineEntry(therapist_, tl), IsError(kFailed, "RECORD_LOCKED"));
+
+  // Amendment: a new version; every earlier version stays readable and unchanged.
+  v1::AmendSessionRecordRequest amend;
+  amend.set_name(name);
+  amend.set_reason("dose time corrected");
+  amend.set_addendum("Second dose started at 10:40, not 10:35.");
+  amend.set_request_id(Rid());
+  auto amended = keeper_->AmendSessionRecord(therapist_, amend);
+  ASSERT_TRUE(amended.ok()) << amended.status();
+  EXPECT_EQ(amended->version(), signed_rec->version() + 1);
+  EXPECT_EQ(amended->state(), v1::SessionRecord::STATE_SIGNED);
+  EXPECT_EQ(amended->timeline().rbegin()->kind(), v1::TimelineEntry::KIND_ADDENDUM);
+  v1::GetSessionRecordRequest get;
+  get.set_name(name);
+  get.set_version(signed_rec->version());
+  auto old = keeper_->GetSessionRecord(therapist_, get);
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->SerializeAsString(), signed_rec->SerializeAsString()) << "a version is never rewritten";
+  v1::ListSessionRecordVersionsRequest versions;
+  versions.set_name(name);
+  auto listed = keeper_->ListSessionRecordVersions(therapist_, versions);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->versions_size(), amended->version());
+  EXPECT_EQ(listed->versions().rbegin()->reason(), "dose time corrected");
+
+  // Events for messaging: started, adverse-free, completed, signed.
+  auto types = db_->Query("SELECT type FROM outbox ORDER BY id");
+  ASSERT_TRUE(types.ok());
+  std::vector<std::string> t;
+  for (const auto& row : *types) t.push_back(row.Text(0));
+  EXPECT_THAT(t, ::testing::ElementsAre("session_started", "session_completed", "session_signed"));
+}
+
+TEST_F(RecordKeeperTest, SelfGuidedSessionNeedsSitterAndClinicianMayOverrideWithReason) {
+  auto rec = Create("home1", therapist_);
+  ASSERT_TRUE(rec.ok());
+  const std::string name = rec->name();
+  Item sitter = Confirm(Item::KIND_SITTER_PRESENT);
+  sitter.set_sitter("people/sitter1");
+  ASSERT_TRUE(Check(name, {sitter}, client_).ok()) << "the client names the sitter";
+  EXPECT_TRUE(Check(name, {Bp(120, 80), Confirm(Item::KIND_MEDICATIONS_HELD)}, sitter_).ok())
+      << "the named sitter provides blood pressure and medications";
+  EXPECT_THAT(Check(name, {Confirm(Item::KIND_CONSENT_ACTIVE)}, sitter_), IsError(kDenied, "PERMISSION_DENIED_ROLE"));
+  v1::GetSessionRecordRequest get;
+  get.set_name(name);
+  EXPECT_THAT(keeper_->GetSessionRecord(sitter_, get), IsError(kDenied, "NOT_ON_CARE_TEAM"))
+      << "a sitter sees only the checklist items they provide";
+  EXPECT_THAT(StartSession(name, therapist_), IsError(kFailed, "CHECKLIST_FAILED"));
+  v1::OverrideChecklistRequest o;
+  o.set_name(name);
+  o.set_reason("consent renewed verbally, paperwork follows");
+  o.set_request_id(Rid());
+  EXPECT_THAT(keeper_->OverrideChecklist(therapist_, o), IsError(kDenied, "OVERRIDE_REQUIRES_CLINICIAN"));
+  o.set_request_id(Rid());
+  auto overridden = keeper_->OverrideChecklist(clinician_, o);
+  ASSERT_TRUE(overridden.ok()) << overridden.status();
+  EXPECT_THAT(overridden->checklist().override().failing_items(),
+              ::testing::Contains(Item::KIND_CONSENT_ACTIVE));
+  auto started = StartSession(name, therapist_);
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(started->sitter(), "people/sitter1");
+}
+
+TEST_F(RecordKeeperTest, AuditChainVerifiesAndReportsTheFirstAlteredRow) {
+  auto rec = Create("med1", therapist_);
+  ASSERT_TRUE(rec.ok());
+  v1::GetSessionRecordRequest get;
+  get.set_name(rec->name());
+  ASSERT_TRUE(keeper_->GetSessionRecord(therapist_, get).ok());
+  EXPECT_FALSE(keeper_->GetSessionRecord(outsider_, get).ok());
+  EXPECT_FALSE(keeper_->GetSessionRecord(admin_, get).ok()) << "admins audit, they do not read records";
+  v1::ListAuditEntriesRequest list;
+  list.set_parent("clinics/c01");
+  EXPECT_THAT(keeper_->ListAuditEntries(therapist_, list), IsError(kDenied, "PERMISSION_DENIED_ROLE"));
+  auto entries = keeper_->ListAuditEntries(admin_, list);
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  ASSERT_EQ(entries->audit_entries_size(), 4);
+  EXPECT_EQ(entries->audit_entries(0).action(), "CreateSessionRecord");
+  EXPECT_EQ(entries->audit_entries(1).action(), "GetSessionRecord");
+  EXPECT_EQ(entries->audit_entries(2).outcome(), v1::AuditEntry::OUTCOME_DENIED);
+  EXPECT_EQ(entries->audit_entries(2).error_reason(), "NOT_ON_CARE_TEAM");
+  EXPECT_EQ(entries->audit_entries(2).actor(), "people/th9");
+  EXPECT_EQ(entries->audit_entries(1).prev_hash(), entries->audit_entries(0).hash());
+  v1::VerifyAuditChainRequest verify;
+  verify.set_parent("clinics/c01");
+  auto ok = keeper_->VerifyAuditChain(admin_, verify);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_TRUE(ok->ok());
+  EXPECT_EQ(ok->entries_checked(), 4);
+  // Someone edits a row directly in the database: who read the record.
+  ASSERT_TRUE(db_->Exec("UPDATE audit_log SET actor = 'people/nobody' WHERE sequence = 2").ok());
+  auto broken = keeper_->VerifyAuditChain(admin_, verify);
+  ASSERT_TRUE(broken.ok());
+  EXPECT_FALSE(broken->ok());
+  EXPECT_EQ(broken->first_broken_entry().sequence(), 2);
+  EXPECT_EQ(broken->problem(), v1::VerifyAuditChainResponse::PROBLEM_HASH_MISMATCH);
+}
+
+TEST_F(RecordKeeperTest, AuditHashFollowsTheDocumentedEncoding) {
+  v1::AuditEntry e;
+  e.set_prev_hash(std::string(64, '0'));
+  e.set_sequence(1);
+  *e.mutable_occur_time() = ToProto(absl::FromUnixSeconds(1735787045));  // 2025-01-02T03:04:05Z
+  e.set_actor("people/a");
+  e.set_actor_role(cv1::ROLE_CLINICIAN);
+  e.set_action("GetSessionRecord");
+  e.set_outcome(v1::AuditEntry::OUTCOME_SUCCESS);
+  // sha256 of "64:000...0\n1:1\n30:2025-01-02T03:04:05.000000000Z\n8:people/a\n14:ROLE_CLINICIAN\n0:\n0:\n
+  //            16:GetSessionRecord\n15:OUTCOME_SUCCESS\n0:\n0:\n0:\n", computed independently with sha256sum.
+  EXPECT_EQ(AuditHash(e), "6df342fe5a8d01ebb52a8fc372eee49aa1df5a72cb6fc8e637559264ee5f731a");
+  v1::AuditEntry changed = e;
+  changed.set_actor("people/b");
+  EXPECT_NE(AuditHash(e), AuditHash(changed));
+}
+
+TEST_F(RecordKeeperTest, JournalIsPrivateUnlessSharedAndExportIsValidFhir) {
+  v1::CreateJournalEntryRequest j;
+  j.set_parent("clinics/c01");
+  j.mutable_journal_entry()->set_text("private thoughts");
+  j.mutable_journal_entry()->set_visibility(v1::JournalEntry::VISIBILITY_PRIVATE);
+  j.set_request_id(Rid());
+  ASSERT_TRUE(keeper_->CreateJournalEntry(client_, j).ok());
+  j.mutable_journal_entry()->set_text("felt connected to my grandmother");
+  j.mutable_journal_entry()->set_visibility(v1::JournalEntry::VISIBILITY_SHARED_WITH_CARE_TEAM);
+  j.set_request_id(Rid());
+  ASSERT_TRUE(keeper_->CreateJournalEntry(client_, j).ok());
+  EXPECT_THAT(keeper_->CreateJournalEntry(therapist_, j), IsError(kDenied, "PERMISSION_DENIED_ROLE"));
+  v1::ListJournalEntriesRequest l;
+  l.set_parent("clinics/c01");
+  EXPECT_EQ(keeper_->ListJournalEntries(client_, l)->journal_entries_size(), 2);
+  l.set_client("people/cl1");
+  auto team_view = keeper_->ListJournalEntries(therapist_, l);
+  ASSERT_TRUE(team_view.ok());
+  ASSERT_EQ(team_view->journal_entries_size(), 1);
+  EXPECT_EQ(team_view->journal_entries(0).text(), "felt connected to my grandmother");
+  EXPECT_THAT(keeper_->ListJournalEntries(outsider_, l), IsError(kDenied, "NOT_ON_CARE_TEAM"));
+
+  // A signed record exported as FHIR.
+  auto rec = Create("med1", therapist_);
+  ASSERT_TRUE(rec.ok());
+  ASSERT_TRUE(Check(rec->name(), {Confirm(Item::KIND_TRANSPORTATION_ARRANGED), Bp(120, 80),
+                                  Confirm(Item::KIND_CONSENT_ACTIVE), Dose(cv1::DOSE_ROUTE_INTRAMUSCULAR, 40)},
+                    therapist_).ok());
+  ASSERT_TRUE(StartSession(rec->name(), therapist_).ok());
+  auto dosed = StartDose(rec->name(), 40, therapist_);
+  ASSERT_TRUE(dosed.ok());
+  v1::StopDoseAdministrationRequest stop;
+  stop.set_name(rec->name());
+  stop.set_administration_id(dosed->dose_administrations(0).administration_id());
+  stop.set_request_id(Rid());
+  ASSERT_TRUE(keeper_->StopDoseAdministration(therapist_, stop).ok());
+  v1::RecordVitalsRequest vitals;
+  vitals.set_name(rec->name());
+  vitals.mutable_vitals()->set_systolic_mmhg(130);
+  vitals.mutable_vitals()->set_diastolic_mmhg(80);
+  vitals.set_request_id(Rid());
+  ASSERT_TRUE(keeper_->RecordVitals(therapist_, vitals).ok());
+  clock_.Advance(absl::Hours(3));
+  ASSERT_TRUE(Complete(rec->name(), therapist_).ok());
+  v1::UpdateNoteRequest note;
+  note.set_name(rec->name());
+  note.mutable_note()->set_kind(v1::Note::KIND_SESSION);
+  note.mutable_note()->set_text("note");
+  note.set_request_id(Rid());
+  ASSERT_TRUE(keeper_->UpdateNote(therapist_, note).ok());
+  v1::SignSessionRecordRequest sign;
+  sign.set_name(rec->name());
+  sign.set_request_id(Rid());
+  ASSERT_TRUE(keeper_->SignSessionRecord(therapist_, sign).ok());
+
+  v1::ExportFhirBundleRequest ex;
+  ex.set_parent("clinics/c01");
+  ex.set_client("people/cl1");
+  auto bundle = keeper_->ExportFhirBundle(partner_, ex);
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  EXPECT_EQ(bundle->record_count(), 1);
+  google::protobuf::Struct parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(bundle->bundle_json(), &parsed).ok());
+  EXPECT_EQ(parsed.fields().at("resourceType").string_value(), "Bundle");
+  std::map<std::string, int> counts;
+  std::set<std::string> loinc;
+  for (const auto& entry : parsed.fields().at("entry").list_value().values()) {
+    const auto& res = entry.struct_value().fields().at("resource").struct_value().fields();
+    counts[res.at("resourceType").string_value()]++;
+    if (res.at("resourceType").string_value() == "Observation") {
+      loinc.insert(res.at("code").struct_value().fields().at("coding").list_value().values(0).struct_value()
+                       .fields().at("code").string_value());
+    }
+  }
+  EXPECT_EQ(counts["Encounter"], 1);
+  EXPECT_EQ(counts["MedicationAdministration"], 1);
+  EXPECT_EQ(counts["Observation"], 2);
+  EXPECT_EQ(counts["DocumentReference"], 1);
+  EXPECT_GE(counts["Provenance"], 8) << "one per version";
+  EXPECT_THAT(loinc, ::testing::ElementsAre("8462-4", "8480-6"));
+  EXPECT_THAT(keeper_->ExportFhirBundle(outsider_, ex), IsError(kDenied, "PERMISSION_DENIED_ROLE"));
+  EXPECT_THAT(keeper_->ExportFhirBundle(other_clinic_, ex), IsError(kDenied, "PERMISSION_DENIED_CROSS_CLINIC"));
+}
+
+TEST_F(RecordKeeperTest, RetriedWriteIsAppliedOnceAndStaleEtagIsRefused) {
+  auto rec = Create("med1", therapist_);
+  ASSERT_TRUE(rec.ok());
+  v1::AddTimelineEntryRequest tl;
+  tl.set_name(rec->name());
+  tl.mutable_entry()->set_kind(v1::TimelineEntry::KIND_CHECK_IN);
+  tl.mutable_entry()->set_text("arrived");
+  tl.set_request_id("same");
+  auto first = keeper_->AddTimelineEntry(therapist_, tl);
+  auto retry = keeper_->AddTimelineEntry(therapist_, tl);
+  ASSERT_TRUE(first.ok() && retry.ok());
+  EXPECT_EQ(first->version(), retry->version());
+  EXPECT_EQ(retry->timeline_size(), 1);
+  v1::UpdateNoteRequest note;
+  note.set_name(rec->name());
+  note.mutable_note()->set_kind(v1::Note::KIND_SESSION);
+  note.mutable_note()->set_text("x");
+  note.set_etag(rec->etag());  // version 1: stale now
+  note.set_request_id(Rid());
+  EXPECT_THAT(keeper_->UpdateNote(therapist_, note), IsError(absl::StatusCode::kAborted, "ETAG_MISMATCH"));
+}
+
+}  // namespace
+}  // namespace continuum::records
