@@ -40,6 +40,8 @@ absl::Status AppendAudit(db::Tx& tx, const std::string& clinic_id, v1::AuditEntr
   ASSIGN_OR_RETURN(db::Rows last, tx.Query("SELECT sequence, hash FROM audit_log WHERE clinic_id = $1"
                                            " ORDER BY sequence DESC LIMIT 1",
                                            {clinic_id}));
+  // Stored (and so hashed) at microsecond precision, the precision of the occur_time column.
+  *e.mutable_occur_time() = ToProto(absl::FromUnixMicros(absl::ToUnixMicros(FromProto(e.occur_time()))));
   e.set_sequence(last.empty() ? 1 : last[0].Int(0) + 1);
   e.set_prev_hash(last.empty() ? kZeroHash : last[0].Text(1));
   e.set_name(absl::StrCat("clinics/", clinic_id, "/auditEntries/", e.sequence()));

@@ -1,0 +1,142 @@
+#include "tests/integration/platform.h"
+
+#include "absl/strings/str_cat.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+
+namespace continuum::testing {
+
+std::string ReasonOf(const grpc::Status& s) {
+  google::rpc::Status st;
+  if (!st.ParseFromString(s.error_details())) return "";
+  for (const auto& d : st.details()) {
+    google::rpc::ErrorInfo info;
+    if (d.UnpackTo(&info)) return info.reason();
+  }
+  return "";
+}
+
+void Platform::Start(bool with_records) {
+  auto r = RedisServer::Start();
+  ASSERT_TRUE(r.ok()) << r.status();
+  redis = std::move(*r);
+  auto s = ServiceProcess::Start("continuum-scheduling",
+                                 {"--database-url=sqlite:" + dir.File("scheduling.db"),
+                                  "--redis-address=" + redis->address(),
+                                  std::string("--jwt-hs256-secret=") + kTestJwtSecret},
+                                 dir);
+  ASSERT_TRUE(s.ok()) << s.status();
+  scheduling = std::move(*s);
+  sched = sv1::SchedulingService::NewStub(grpc::CreateChannel(scheduling->address(), grpc::InsecureChannelCredentials()));
+  records_db = "sqlite:" + dir.File("records.db");
+  if (with_records) StartRecords();
+}
+
+void Platform::StartRecords() {
+  auto s = ServiceProcess::Start("continuum-session-record",
+                                 {"--database-url=" + records_db, "--redis-address=" + redis->address(),
+                                  "--scheduling-address=" + scheduling->address(),
+                                  std::string("--jwt-hs256-secret=") + kTestJwtSecret},
+                                 dir);
+  ASSERT_TRUE(s.ok()) << s.status();
+  records = std::move(*s);
+  rec = rv1::SessionRecordService::NewStub(grpc::CreateChannel(records->address(), grpc::InsecureChannelCredentials()));
+}
+
+std::string Platform::SeedMedicineSession() {
+  using S = sv1::SchedulingService::Stub;
+  auto ok = [](const grpc::Status& s, const char* what) {
+    EXPECT_TRUE(s.ok()) << what << ": " << s.error_message();
+    return s.ok();
+  };
+  sv1::CreateClinicRequest cc;
+  cc.set_clinic_id("kap");
+  cc.mutable_clinic()->set_display_name("KAP");
+  cc.mutable_clinic()->set_time_zone("Europe/Berlin");
+  cc.mutable_clinic()->mutable_policy()->mutable_minimum_notice()->set_seconds(60);
+  cc.mutable_clinic()->mutable_policy()->mutable_supervised_observation_period()->set_seconds(2);
+  auto* room = cc.mutable_clinic()->add_rooms();
+  room->set_room_id("room-1");
+  room->set_supports_medicine_sessions(true);
+  cc.set_request_id("seed-clinic");
+  sv1::Clinic clinic;
+  if (!ok(CallWith(sched.get(), &S::CreateClinic, ops, cc, &clinic), "clinic")) return "";
+  for (auto [id, role] : std::vector<std::pair<std::string, cv1::Role>>{
+           {"ther", cv1::ROLE_THERAPIST}, {"clin", cv1::ROLE_CLINICIAN}, {"casey", cv1::ROLE_CLIENT},
+           {"sam", cv1::ROLE_SITTER}, {"outsider", cv1::ROLE_THERAPIST}}) {
+    sv1::CreatePersonRequest r;
+    r.set_person_id(id);
+    r.mutable_person()->set_display_name(id);
+    r.mutable_person()->add_memberships()->set_clinic("clinics/kap");
+    r.mutable_person()->mutable_memberships(0)->set_role(role);
+    r.set_request_id("seed-" + id);
+    sv1::Person p;
+    if (!ok(CallWith(sched.get(), &S::CreatePerson, admin, r, &p), "person")) return "";
+  }
+  for (const std::string provider : {"ther", "clin"}) {
+    sv1::UpdateAvailabilityRequest a;
+    a.mutable_availability()->set_name("clinics/kap/providers/" + provider + "/availability");
+    for (int d = 1; d <= 7; ++d) {
+      auto* w = a.mutable_availability()->add_weekly_hours();
+      w->set_day_of_week(static_cast<cv1::DayOfWeek>(d));
+      w->mutable_hours()->mutable_start()->set_hours(0);
+      w->mutable_hours()->mutable_end()->set_hours(24);
+    }
+    a.mutable_update_mask()->add_paths("weekly_hours");
+    a.set_request_id("seed-hours-" + provider);
+    sv1::Availability out;
+    if (!ok(CallWith(sched.get(), &S::UpdateAvailability, admin, a, &out), "availability")) return "";
+  }
+  sv1::UpdateCareTeamRequest t;
+  t.mutable_care_team()->set_name("clinics/kap/careTeams/casey");
+  t.mutable_care_team()->add_members()->set_person("people/ther");
+  t.mutable_care_team()->add_members()->set_person("people/clin");
+  t.mutable_update_mask()->add_paths("members");
+  t.set_allow_missing(true);
+  t.set_request_id("seed-team");
+  sv1::CareTeam team;
+  if (!ok(CallWith(sched.get(), &S::UpdateCareTeam, admin, t, &team), "team")) return "";
+  sv1::CreateProgramRequest pr;
+  pr.set_parent("clinics/kap");
+  pr.mutable_program()->set_client("people/casey");
+  pr.set_request_id("seed-program");
+  sv1::Program prog;
+  if (!ok(CallWith(sched.get(), &S::CreateProgram, admin, pr, &prog), "program")) return "";
+  program = prog.name();
+  absl::Time start = absl::Now() + absl::Hours(2);
+  start = absl::FromUnixSeconds(absl::ToUnixSeconds(start) / 60 * 60);
+  auto book = [&](cv1::AppointmentKind kind, absl::Time at, absl::Duration len, const std::string& rid) {
+    sv1::BookAppointmentRequest b;
+    b.set_parent("clinics/kap");
+    b.mutable_appointment()->set_kind(kind);
+    b.mutable_appointment()->set_program(program);
+    b.mutable_appointment()->set_provider("people/ther");
+    b.mutable_appointment()->mutable_start_time()->set_seconds(absl::ToUnixSeconds(at));
+    b.mutable_appointment()->mutable_end_time()->set_seconds(absl::ToUnixSeconds(at + len));
+    b.set_request_id(rid);
+    sv1::BookAppointmentResponse out;
+    ok(CallWith(sched.get(), &S::BookAppointment, admin, b, &out), "book");
+    return out.appointment().name();
+  };
+  std::string consult = book(cv1::APPOINTMENT_KIND_CONSULTATION, start, absl::Hours(1), "seed-consult");
+  for (auto state : {sv1::Appointment::STATE_CHECKED_IN, sv1::Appointment::STATE_FULFILLED}) {
+    sv1::UpdateAppointmentStateRequest u;
+    u.set_name(consult);
+    u.set_state(state);
+    u.set_request_id(absl::StrCat("seed-state-", state));
+    sv1::Appointment a;
+    if (!ok(CallWith(sched.get(), &S::UpdateAppointmentState, admin, u, &a), "consult state")) return "";
+  }
+  sv1::SetDosePlanRequest plan;
+  plan.set_name(program);
+  plan.mutable_dose_plan()->set_route(cv1::DOSE_ROUTE_INTRAMUSCULAR);
+  plan.mutable_dose_plan()->set_min_dose_mg(20);
+  plan.mutable_dose_plan()->set_max_dose_mg(60);
+  plan.mutable_dose_plan()->set_max_sessions(6);
+  plan.set_request_id("seed-plan");
+  sv1::Program planned;
+  if (!ok(CallWith(sched.get(), &S::SetDosePlan, clinician, plan, &planned), "plan")) return "";
+  return book(cv1::APPOINTMENT_KIND_MEDICINE_SUPERVISED, start + absl::Hours(24), absl::Hours(3), "seed-medicine");
+}
+
+}  // namespace continuum::testing

@@ -1,0 +1,57 @@
+// Test helpers for tests that run the real binaries: start scheduling (+ session-record)
+// against a real redis-server, and seed a clinic through the public API.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/testing/harness.h"
+#include "continuum/records/v1/session_record_service.grpc.pb.h"
+#include "continuum/scheduling/v1/scheduling_service.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+
+namespace continuum::testing {
+
+namespace sv1 = ::continuum::scheduling::v1;
+namespace rv1 = ::continuum::records::v1;
+namespace cv1 = ::continuum::common::v1;
+
+// Calls `method` on `stub` with a bearer token and a 20 s deadline.
+template <typename Stub, typename Req, typename Resp>
+grpc::Status CallWith(Stub* stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                      const std::string& token, const Req& req, Resp* resp) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  ctx.AddMetadata("authorization", "Bearer " + token);
+  return (stub->*method)(&ctx, req, resp);
+}
+
+// The ErrorInfo.reason of a failed call ("" if none).
+std::string ReasonOf(const grpc::Status& s);
+
+struct Platform {
+  TempDir dir;
+  std::unique_ptr<RedisServer> redis;
+  std::unique_ptr<ServiceProcess> scheduling, records;
+  std::unique_ptr<sv1::SchedulingService::Stub> sched;
+  std::unique_ptr<rv1::SessionRecordService::Stub> rec;
+  std::string records_db;
+
+  std::string ops = TestToken("ops", "service", {"*"});
+  std::string admin = TestToken("people/boss", "admin", {"kap"});
+  std::string therapist = TestToken("people/ther", "therapist", {"kap"});
+  std::string clinician = TestToken("people/clin", "clinician", {"kap"});
+  std::string client = TestToken("people/casey", "client", {"kap"});
+
+  // Starts redis and scheduling (and session-record when `with_records`) on SQLite files.
+  void Start(bool with_records);
+  void StartRecords();  // (re)starts only session-record, on the same database file
+  // Clinic "kap" (Europe/Berlin, 60 s notice, 2 s supervised observation), therapist "ther",
+  // clinician "clin", client "casey" with care team and ACTIVE program, consultation fulfilled,
+  // dose plan IM 20-60 mg, and one supervised medicine session tomorrow. Returns its name.
+  std::string SeedMedicineSession();
+  std::string program;
+};
+
+}  // namespace continuum::testing
