@@ -37,23 +37,27 @@ std::string AuditHash(const v1::AuditEntry& e) {
 }
 
 absl::Status AppendAudit(db::Tx& tx, const std::string& clinic_id, v1::AuditEntry e) {
-  ASSIGN_OR_RETURN(db::Rows last, tx.Query("SELECT sequence, hash FROM audit_log WHERE clinic_id = $1"
-                                           " ORDER BY sequence DESC LIMIT 1",
+  RETURN_IF_ERROR(tx.Exec("INSERT INTO audit_heads (clinic_id, sequence, hash) VALUES ($1, 0, $2)"
+                          " ON CONFLICT (clinic_id) DO NOTHING",
+                          {clinic_id, kZeroHash})
+                      .status());
+  // Takes the clinic's head row lock until commit; concurrent appenders wait here in turn.
+  ASSIGN_OR_RETURN(db::Rows head, tx.Query("UPDATE audit_heads SET sequence = sequence + 1 WHERE clinic_id = $1"
+                                           " RETURNING sequence, hash",
                                            {clinic_id}));
+  if (head.size() != 1) return absl::InternalError("audit head missing");
   // Stored (and so hashed) at microsecond precision, the precision of the occur_time column.
   *e.mutable_occur_time() = ToProto(absl::FromUnixMicros(absl::ToUnixMicros(FromProto(e.occur_time()))));
-  e.set_sequence(last.empty() ? 1 : last[0].Int(0) + 1);
-  e.set_prev_hash(last.empty() ? kZeroHash : last[0].Text(1));
+  e.set_sequence(head[0].Int(0));
+  e.set_prev_hash(head[0].Text(1));
   e.set_name(absl::StrCat("clinics/", clinic_id, "/auditEntries/", e.sequence()));
   e.set_hash(AuditHash(e));
   auto n = tx.Exec("INSERT INTO audit_log (clinic_id, sequence, occur_time, actor, on_behalf_of, resource, action,"
                    " data, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                    {clinic_id, e.sequence(), db::Micros(FromProto(e.occur_time())), e.actor(), e.on_behalf_of(),
                     e.resource(), e.action(), db::Blob{e.SerializeAsString()}, e.hash()});
-  if (n.status().code() == absl::StatusCode::kAlreadyExists) {
-    return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT", "audit sequence taken concurrently");
-  }
-  return n.status();
+  RETURN_IF_ERROR(n.status());
+  return tx.Exec("UPDATE audit_heads SET hash = $1 WHERE clinic_id = $2", {e.hash(), clinic_id}).status();
 }
 
 absl::StatusOr<std::vector<v1::AuditEntry>> ListAudit(db::Tx& tx, const std::string& clinic_id, const AuditFilter& f) {

@@ -17,8 +17,7 @@ namespace v1 = ::continuum::records::v1;
 std::string AuditHash(const v1::AuditEntry& entry);
 
 // Appends `entry` (sequence, prev_hash, hash and name are assigned) to the clinic's chain in
-// the caller's transaction. A concurrent append of the same sequence makes the transaction
-// ABORTED, so the caller's InTransaction retries it.
+// the caller's transaction. Appenders of one clinic are serialised on the clinic's head row.
 absl::Status AppendAudit(db::Tx& tx, const std::string& clinic_id, v1::AuditEntry entry);
 
 // Entries of a clinic in sequence order, filtered.

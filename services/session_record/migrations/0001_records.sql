@@ -51,3 +51,12 @@ CREATE TABLE audit_log (
   hash TEXT NOT NULL,
   PRIMARY KEY (clinic_id, sequence)
 );
+
+-- The head of each clinic's chain. Appending updates this row first, which serialises
+-- appenders of one clinic (PostgreSQL row lock; SQLite has one writer anyway), so sequence
+-- numbers are assigned without gaps or retries.
+CREATE TABLE audit_heads (
+  clinic_id TEXT PRIMARY KEY,
+  sequence BIGINT NOT NULL,
+  hash TEXT NOT NULL
+);
