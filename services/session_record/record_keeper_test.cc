@@ -517,5 +517,87 @@ TEST_F(RecordKeeperTest, RetriedWriteIsAppliedOnceAndStaleEtagIsRefused) {
   EXPECT_THAT(keeper_->UpdateNote(therapist_, note), IsError(absl::StatusCode::kAborted, "ETAG_MISMATCH"));
 }
 
+TEST_F(RecordKeeperTest, RoleByOperationTable) {
+  auto rec = Create("home1", therapist_);
+  ASSERT_TRUE(rec.ok());
+  Item sitter = Confirm(Item::KIND_SITTER_PRESENT);
+  sitter.set_sitter("people/sitter1");
+  ASSERT_TRUE(Check(rec->name(), {sitter}, therapist_).ok());
+  Principal other_client{"people/cl2", Role::kClient, {"c01"}};
+  Principal other_sitter{"people/sitter2", Role::kSitter, {"c01"}};
+  struct Who {
+    const char* label;
+    Principal p;
+  };
+  const std::vector<Who> who = {{"therapist", therapist_}, {"clinician", clinician_},   {"outsider", outsider_},
+                                {"client", client_},       {"other-client", other_client}, {"sitter", sitter_},
+                                {"other-sitter", other_sitter}, {"admin", admin_},     {"partner", partner_},
+                                {"other-clinic", other_clinic_}};
+  const bool Y = true, N = false;
+  struct Op {
+    const char* label;
+    std::function<absl::Status(const Principal&)> call;
+    std::vector<bool> allowed;  // in the order of `who`
+  };
+  const std::vector<Op> ops = {
+      {"GetSessionRecord",
+       [&](const Principal& p) {
+         v1::GetSessionRecordRequest r;
+         r.set_name(rec->name());
+         return keeper_->GetSessionRecord(p, r).status();
+       },
+       {Y, Y, N, N, N, N, N, N, N, N}},
+      {"AddTimelineEntry",
+       [&](const Principal& p) {
+         v1::AddTimelineEntryRequest r;
+         r.set_name(rec->name());
+         r.mutable_entry()->set_kind(v1::TimelineEntry::KIND_OBSERVATION);
+         r.mutable_entry()->set_text("t");
+         r.set_request_id(Rid());
+         return keeper_->AddTimelineEntry(p, r).status();
+       },
+       {Y, Y, N, N, N, N, N, N, N, N}},
+      {"UpdateChecklist(blood pressure)",
+       [&](const Principal& p) { return Check(rec->name(), {Bp(120, 80)}, p).status(); },
+       {Y, Y, N, N, N, Y, N, N, N, N}},
+      {"UpdateChecklist(transportation)",
+       [&](const Principal& p) { return Check(rec->name(), {Confirm(Item::KIND_TRANSPORTATION_ARRANGED)}, p).status(); },
+       {Y, Y, N, Y, N, N, N, N, N, N}},
+      {"ListAuditEntries",
+       [&](const Principal& p) {
+         v1::ListAuditEntriesRequest r;
+         r.set_parent("clinics/c01");
+         return keeper_->ListAuditEntries(p, r).status();
+       },
+       {N, N, N, N, N, N, N, Y, N, N}},
+      {"ExportFhirBundle",
+       [&](const Principal& p) {
+         v1::ExportFhirBundleRequest r;
+         r.set_parent("clinics/c01");
+         r.set_client("people/cl1");
+         return keeper_->ExportFhirBundle(p, r).status();
+       },
+       {Y, Y, N, Y, N, N, N, N, Y, N}},
+      {"ListJournalEntries(cl1)",
+       [&](const Principal& p) {
+         v1::ListJournalEntriesRequest r;
+         r.set_parent("clinics/c01");
+         r.set_client("people/cl1");
+         return keeper_->ListJournalEntries(p, r).status();
+       },
+       {Y, Y, N, Y, N, N, N, N, N, N}},
+  };
+  for (const auto& op : ops) {
+    for (size_t i = 0; i < who.size(); ++i) {
+      absl::Status s = op.call(who[i].p);
+      if (op.allowed[i]) {
+        EXPECT_TRUE(s.ok()) << op.label << " as " << who[i].label << ": " << s;
+      } else {
+        EXPECT_EQ(s.code(), kDenied) << op.label << " as " << who[i].label << ": " << s;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace continuum::records
