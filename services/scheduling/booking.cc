@@ -47,6 +47,45 @@ bool NeedsRoom(cv1::AppointmentKind kind, cv1::CareSetting setting) {
   return kind == cv1::APPOINTMENT_KIND_MEDICINE_SUPERVISED && setting == cv1::CARE_SETTING_IN_CLINIC;
 }
 
+// The occupancy an appointment claims (see Appointment in the proto): its client for the
+// appointment itself, its provider and room for the buffered interval.
+std::vector<Claim> ClaimsOf(const v1::Appointment& a, const TimeRange& occupied) {
+  std::vector<Claim> claims = {{"client:" + IdOfName(a.client()), FromProto(a.start_time()), FromProto(a.end_time())}};
+  if (OccupiesProvider(a.kind())) claims.push_back({"provider:" + IdOfName(a.provider()), occupied.start, occupied.end});
+  if (!a.room().empty()) claims.push_back({"room:" + a.room(), occupied.start, occupied.end});
+  return claims;
+}
+
+// For an in-clinic medicine session without a room: `preferred` if it is still free, else
+// the free medicine room with the lowest id; SLOT_CONFLICT when none is free.
+absl::Status AssignRoom(SchedulingStore& s, const std::string& clinic_id, const v1::Clinic& clinic,
+                        const TimeRange& occupied, const std::string& preferred, v1::Appointment& a) {
+  if (!NeedsRoom(a.kind(), a.setting()) || !a.room().empty()) return absl::OkStatus();
+  std::vector<std::string> rooms = MedicineRooms(clinic);
+  if (std::find(rooms.begin(), rooms.end(), preferred) != rooms.end()) rooms.insert(rooms.begin(), preferred);
+  for (const auto& room : rooms) {
+    ASSIGN_OR_RETURN(auto busy, s.Busy(clinic_id, "room:" + room, occupied.start, occupied.end));
+    if (!OverlapsAny(ToRanges(busy), occupied)) {
+      a.set_room(room);
+      return absl::OkStatus();
+    }
+  }
+  return MakeError(absl::StatusCode::kAborted, "SLOT_CONFLICT", "no medicine room is free at that time",
+                   {{"conflict", "room"}});
+}
+
+// A medicine session without its integration session, as listed and published.
+v1::IntegrationDue DueOf(const v1::Appointment& m, const v1::Clinic& clinic, absl::Time now) {
+  v1::IntegrationDue d;
+  d.set_medicine_appointment(m.name());
+  d.set_client(m.client());
+  d.set_program(m.program());
+  *d.mutable_medicine_end_time() = m.end_time();
+  *d.mutable_due_time() = ToProto(FromProto(m.end_time()) + FromProto(clinic.policy().integration_window()));
+  d.set_overdue(now > FromProto(d.due_time()));
+  return d;
+}
+
 }  // namespace
 
 // Everything the booking checks need about one appointment being booked or moved.
@@ -109,8 +148,10 @@ absl::Status Scheduler::CheckBooking(SchedulingStore& s, BookingContext& c, cons
     }
   }
 
-  ASSIGN_OR_RETURN(auto program_appts, s.ListAppointments(c.clinic_id, {.program_id = IdOfName(c.program.name()),
-                                                                        .limit = 100000}));
+  AppointmentFilter of_program;
+  of_program.program_id = IdOfName(c.program.name());
+  of_program.limit = 100000;
+  ASSIGN_OR_RETURN(auto program_appts, s.ListAppointments(c.clinic_id, of_program));
   auto counts = [&](const v1::Appointment& x) {
     return x.name() != ignore && x.name() != a.name() &&
            (Occupies(x.state()) || x.state() == v1::Appointment::STATE_FULFILLED);
@@ -385,24 +426,9 @@ absl::StatusOr<v1::BookAppointmentResponse> Scheduler::Book(SchedulingStore& s, 
   KindTiming timing = TimingOf(c.clinic.policy(), a.kind());
   absl::Time start = FromProto(a.start_time()), end = FromProto(a.end_time());
   TimeRange occupied{start - timing.before, end + timing.after};
-  if (NeedsRoom(a.kind(), a.setting()) && a.room().empty()) {
-    for (const auto& room : MedicineRooms(c.clinic)) {
-      ASSIGN_OR_RETURN(auto busy, s.Busy(clinic_id, "room:" + room, occupied.start, occupied.end));
-      if (!OverlapsAny(ToRanges(busy), occupied)) {
-        a.set_room(room);
-        break;
-      }
-    }
-    if (a.room().empty()) {
-      return MakeError(absl::StatusCode::kAborted, "SLOT_CONFLICT", "no medicine room is free at that time",
-                       {{"conflict", "room"}});
-    }
-  }
+  RETURN_IF_ERROR(AssignRoom(s, clinic_id, c.clinic, occupied, "", a));
   RETURN_IF_ERROR(s.InsertAppointment(clinic_id, id, a));
-  std::vector<Claim> claims = {{"client:" + IdOfName(a.client()), start, end}};
-  if (OccupiesProvider(a.kind())) claims.push_back({"provider:" + IdOfName(a.provider()), occupied.start, occupied.end});
-  if (!a.room().empty()) claims.push_back({"room:" + a.room(), occupied.start, occupied.end});
-  RETURN_IF_ERROR(s.ClaimTime(clinic_id, id, claims));
+  RETURN_IF_ERROR(s.ClaimTime(clinic_id, id, ClaimsOf(a, occupied)));
   if (a.kind() == cv1::APPOINTMENT_KIND_INTEGRATION && !a.medicine_appointment().empty()) {
     ASSIGN_OR_RETURN(auto med, s.GetAppointment(clinic_id, IdOfName(a.medicine_appointment())));
     v1::Appointment m = med->value;
@@ -572,25 +598,8 @@ absl::StatusOr<v1::Appointment> Scheduler::RescheduleAppointment(const P& p,
     KindTiming timing = TimingOf(c.clinic.policy(), a.kind());
     absl::Time start = FromProto(a.start_time()), end = FromProto(a.end_time());
     TimeRange occupied{start - timing.before, end + timing.after};
-    if (NeedsRoom(a.kind(), a.setting()) && a.room().empty()) {
-      std::vector<std::string> rooms = MedicineRooms(c.clinic);
-      if (std::find(rooms.begin(), rooms.end(), before.room()) != rooms.end()) {
-        ASSIGN_OR_RETURN(auto busy, s.Busy(ids[0], "room:" + before.room(), occupied.start, occupied.end));
-        if (!OverlapsAny(ToRanges(busy), occupied)) a.set_room(before.room());
-      }
-      for (size_t i = 0; a.room().empty() && i < rooms.size(); ++i) {
-        ASSIGN_OR_RETURN(auto busy, s.Busy(ids[0], "room:" + rooms[i], occupied.start, occupied.end));
-        if (!OverlapsAny(ToRanges(busy), occupied)) a.set_room(rooms[i]);
-      }
-      if (a.room().empty()) {
-        return MakeError(absl::StatusCode::kAborted, "SLOT_CONFLICT", "no medicine room is free at that time",
-                         {{"conflict", "room"}});
-      }
-    }
-    std::vector<Claim> claims = {{"client:" + IdOfName(a.client()), start, end}};
-    if (OccupiesProvider(a.kind())) claims.push_back({"provider:" + IdOfName(a.provider()), occupied.start, occupied.end});
-    if (!a.room().empty()) claims.push_back({"room:" + a.room(), occupied.start, occupied.end});
-    RETURN_IF_ERROR(s.ClaimTime(ids[0], ids[1], claims));
+    RETURN_IF_ERROR(AssignRoom(s, ids[0], c.clinic, occupied, before.room(), a));
+    RETURN_IF_ERROR(s.ClaimTime(ids[0], ids[1], ClaimsOf(a, occupied)));
     *a.mutable_local_start() = ToLocalDateTime(start, c.tz);
     *a.mutable_update_time() = ToProto(now);
     a.set_etag(EtagOf(stored->revision + 1));
@@ -659,13 +668,7 @@ absl::StatusOr<v1::Appointment> Scheduler::CancelAppointment(const P& p, const v
         m.set_etag(EtagOf(med->revision + 1));
         RETURN_IF_ERROR(s.UpdateAppointment(ids[0], IdOfName(m.name()), m, med->revision));
         auto due = NewEvent(ids[0], m.name(), now);
-        auto* d = due.mutable_integration_due()->mutable_integration_due();
-        d->set_medicine_appointment(m.name());
-        d->set_client(m.client());
-        d->set_program(m.program());
-        *d->mutable_medicine_end_time() = m.end_time();
-        *d->mutable_due_time() = ToProto(FromProto(m.end_time()) + FromProto(clinic.policy().integration_window()));
-        d->set_overdue(now > FromProto(d->due_time()));
+        *due.mutable_integration_due()->mutable_integration_due() = DueOf(m, clinic, now);
         RETURN_IF_ERROR(s.Publish(due, now));
       }
     }
@@ -754,13 +757,7 @@ absl::StatusOr<v1::Appointment> Scheduler::UpdateAppointmentState(const P& p,
     ASSIGN_OR_RETURN(v1::Clinic clinic, LoadClinic(s, ids[0]));
     auto publish_due = [&](const v1::Appointment& m) -> absl::Status {
       auto due = NewEvent(ids[0], m.name(), now);
-      auto* d = due.mutable_integration_due()->mutable_integration_due();
-      d->set_medicine_appointment(m.name());
-      d->set_client(m.client());
-      d->set_program(m.program());
-      *d->mutable_medicine_end_time() = m.end_time();
-      *d->mutable_due_time() = ToProto(FromProto(m.end_time()) + FromProto(clinic.policy().integration_window()));
-      d->set_overdue(now > FromProto(d->due_time()));
+      *due.mutable_integration_due()->mutable_integration_due() = DueOf(m, clinic, now);
       return s.Publish(due, now);
     };
     if (IsMedicine(a.kind()) && to == v1::Appointment::STATE_FULFILLED && a.integration_appointment().empty()) {
@@ -810,19 +807,11 @@ absl::StatusOr<v1::ListIntegrationDueResponse> Scheduler::ListIntegrationDue(con
   return Read<v1::ListIntegrationDueResponse>([&](SchedulingStore& s) -> absl::StatusOr<v1::ListIntegrationDueResponse> {
     ASSIGN_OR_RETURN(v1::Clinic clinic, LoadClinic(s, ids[0]));
     ASSIGN_OR_RETURN(auto list, s.ListAppointments(ids[0], f));
-    absl::Duration window = FromProto(clinic.policy().integration_window());
     absl::Time now = clock_.Now();
     std::vector<v1::IntegrationDue> due;
     for (const auto& a : list) {
       if (!a.integration_appointment().empty()) continue;
-      v1::IntegrationDue d;
-      d.set_medicine_appointment(a.name());
-      d.set_client(a.client());
-      d.set_program(a.program());
-      *d.mutable_medicine_end_time() = a.end_time();
-      *d.mutable_due_time() = ToProto(FromProto(a.end_time()) + window);
-      d.set_overdue(now > FromProto(d.due_time()));
-      due.push_back(std::move(d));
+      due.push_back(DueOf(a, clinic, now));
     }
     std::stable_sort(due.begin(), due.end(), [](const auto& x, const auto& y) {
       return FromProto(x.due_time()) < FromProto(y.due_time());

@@ -10,7 +10,7 @@
 #include "common/redis/client.h"
 #include "common/redis/streams.h"
 #include "gmock/gmock.h"
-#include "tests/integration/platform.h"
+#include "common/testing/platform.h"
 
 namespace continuum::testing {
 namespace {

@@ -1,4 +1,4 @@
-#include "tests/integration/platform.h"
+#include "common/testing/platform.h"
 
 #include "absl/strings/str_cat.h"
 #include "google/rpc/error_details.pb.h"
