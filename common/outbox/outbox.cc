@@ -24,14 +24,18 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_unsent ON outbox (sent_time, id);
 )sql"},
+      {2, "outbox_notify_channel", R"sql(
+ALTER TABLE outbox ADD COLUMN notify_channel TEXT NOT NULL DEFAULT '';
+)sql"},
   };
   return *kMigrations;
 }
 
 absl::Status Enqueue(db::Tx& tx, const Event& event, absl::Time now) {
   return tx
-      .Exec("INSERT INTO outbox (stream, event_id, type, payload, create_time) VALUES ($1, $2, $3, $4, $5)",
-            {event.stream, event.event_id, event.type, db::Blob{event.payload}, db::Micros(now)})
+      .Exec("INSERT INTO outbox (stream, event_id, type, payload, create_time, notify_channel)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            {event.stream, event.event_id, event.type, db::Blob{event.payload}, db::Micros(now), event.notify_channel})
       .status();
 }
 
@@ -56,7 +60,7 @@ absl::StatusOr<int> Relay::RelayOnce() {
                           static_cast<int64_t>(options_.batch)})
                       .status());
   ASSIGN_OR_RETURN(db::Rows rows,
-                   db_.Query("SELECT id, stream, event_id, type, payload FROM outbox"
+                   db_.Query("SELECT id, stream, event_id, type, payload, notify_channel FROM outbox"
                              " WHERE lease_owner = $1 AND sent_time IS NULL ORDER BY id",
                              {options_.owner}));
   int sent = 0;
@@ -71,6 +75,11 @@ absl::StatusOr<int> Relay::RelayOnce() {
                {options_.owner})
           .IgnoreError();
       return entry_id.status();
+    }
+    if (!row.Text(5).empty()) {
+      // Wake live subscribers: "<stream entry id> <payload>". Losing this publish is fine: a
+      // subscriber catches up from the stream (the durable copy) by its cursor.
+      redis_.Command({"PUBLISH", row.Text(5), absl::StrCat(*entry_id, " ", row.Bytes(4))}).IgnoreError();
     }
     RETURN_IF_ERROR(db_.Exec("UPDATE outbox SET sent_time = $1, stream_entry_id = $2 WHERE id = $3",
                              {db::Micros(clock_.Now()), *entry_id, row.Int(0)})

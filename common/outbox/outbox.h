@@ -25,7 +25,10 @@ struct Event {
   std::string stream;    // e.g. "continuum:events:scheduling"
   std::string event_id;  // unique; consumers dedupe on it
   std::string type;      // e.g. "AppointmentBooked"
-  std::string payload;   // serialized continuum.events.v1.EventEnvelope
+  std::string payload;   // serialized continuum.events.v1.EventEnvelope (or a stream's own item)
+  // If set, after the XADD the relay PUBLISHes "<entry id> <payload>" on this channel, so
+  // live subscribers learn of the entry at once (used by messaging's per-person inboxes).
+  std::string notify_channel;
 };
 
 // Call inside the transaction that makes the change.

@@ -1,6 +1,6 @@
 // continuum-session-record: configuration by flags / CONTINUUM_* environment (see --help).
 #include "common/server/runtime.h"
-#include "services/session_record/scheduling_client.h"
+#include "services/scheduling/client/scheduling_client.h"
 #include "services/session_record/session_record_service.h"
 
 int main(int argc, char** argv) {
@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   };
   // Kept alive until main returns (the server is shut down before they go).
   std::unique_ptr<auth::ServiceTokenSource> tokens;
-  std::unique_ptr<records::SchedulingClient> scheduling;
+  std::unique_ptr<scheduling::SchedulingClient> scheduling;
   std::unique_ptr<records::RecordKeeper> keeper;
   def.build = [&](Runtime& rt)
       -> absl::StatusOr<std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>> {
@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
                                                         service_token_file, RealClock::Get());
     auto creds = auth::MakeChannelCredentials(rt.config.server.tls);
     if (!creds.ok()) return creds.status();
-    scheduling = records::NewGrpcSchedulingClient(grpc::CreateChannel(scheduling_address, *creds), tokens.get(),
+    scheduling = scheduling::NewGrpcSchedulingClient(grpc::CreateChannel(scheduling_address, *creds), tokens.get(),
                                                   scheduling_deadline);
     outbox::Relay* relay = rt.relay.get();
     keeper = std::make_unique<records::RecordKeeper>(

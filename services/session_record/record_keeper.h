@@ -14,11 +14,12 @@
 #include "common/time/clock.h"
 #include "continuum/events/v1/events.pb.h"
 #include "continuum/records/v1/session_record_service.pb.h"
-#include "services/session_record/scheduling_client.h"
+#include "services/scheduling/client/scheduling_client.h"
 
 namespace continuum::records {
 
 namespace cv1 = ::continuum::common::v1;
+using scheduling::SchedulingClient;
 
 class RecordKeeper {
  public:

@@ -56,6 +56,9 @@ class FakeScheduling : public SchedulingClient {
   }
   absl::StatusOr<sv1::Program> GetProgram(const std::string&) override { return program; }
   absl::StatusOr<sv1::Clinic> GetClinic(const std::string&) override { return clinic; }
+  absl::StatusOr<std::vector<std::string>> MembersWithRole(const std::string&, cv1::Role) override {
+    return std::vector<std::string>{};
+  }
   absl::StatusOr<sv1::Person> GetPerson(const std::string& id) override {
     sv1::Person p;
     p.set_name("people/" + id);

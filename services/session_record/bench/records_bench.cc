@@ -46,6 +46,9 @@ class BenchScheduling : public SchedulingClient {
   absl::StatusOr<sv1::Program> GetProgram(const std::string&) override { return sv1::Program(); }
   absl::StatusOr<sv1::Clinic> GetClinic(const std::string&) override { return sv1::Clinic(); }
   absl::StatusOr<sv1::Person> GetPerson(const std::string&) override { return sv1::Person(); }
+  absl::StatusOr<std::vector<std::string>> MembersWithRole(const std::string&, cv1::Role) override {
+    return std::vector<std::string>{};
+  }
   absl::Status SetAppointmentState(const std::string&, sv1::Appointment::State, const std::string&) override {
     return absl::OkStatus();
   }

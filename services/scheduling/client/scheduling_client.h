@@ -1,5 +1,5 @@
-// What the session-record service needs from scheduling: appointments, care teams, dose
-// plans and clinic policy, and the appointment state changes that follow a session. Calls
+// What other services need from scheduling: appointments, care teams, dose plans, clinic
+// policy and people, and the appointment state changes that follow a session. Calls
 // carry deadlines; an unreachable scheduling service is UNAVAILABLE / UPSTREAM_UNAVAILABLE.
 #pragma once
 
@@ -11,9 +11,10 @@
 #include "common/auth/grpc_auth.h"
 #include "continuum/scheduling/v1/scheduling_service.grpc.pb.h"
 
-namespace continuum::records {
+namespace continuum::scheduling {
 
 namespace sv1 = ::continuum::scheduling::v1;
+namespace cv1 = ::continuum::common::v1;
 
 class SchedulingClient {
  public:
@@ -23,6 +24,8 @@ class SchedulingClient {
   virtual absl::StatusOr<sv1::Program> GetProgram(const std::string& name) = 0;
   virtual absl::StatusOr<sv1::Clinic> GetClinic(const std::string& clinic_id) = 0;
   virtual absl::StatusOr<sv1::Person> GetPerson(const std::string& person_id) = 0;
+  // Ids of the clinic's members with `role` (first 500).
+  virtual absl::StatusOr<std::vector<std::string>> MembersWithRole(const std::string& clinic_id, cv1::Role role) = 0;
   // Idempotent on request_id.
   virtual absl::Status SetAppointmentState(const std::string& name, sv1::Appointment::State state,
                                            const std::string& request_id) = 0;
@@ -33,4 +36,4 @@ std::unique_ptr<SchedulingClient> NewGrpcSchedulingClient(std::shared_ptr<grpc::
                                                           auth::ServiceTokenSource* tokens,
                                                           absl::Duration deadline = absl::Seconds(3));
 
-}  // namespace continuum::records
+}  // namespace continuum::scheduling

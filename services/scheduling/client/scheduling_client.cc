@@ -1,10 +1,10 @@
-#include "services/session_record/scheduling_client.h"
+#include "services/scheduling/client/scheduling_client.h"
 
 #include "absl/strings/str_cat.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 
-namespace continuum::records {
+namespace continuum::scheduling {
 namespace {
 
 class GrpcSchedulingClient final : public SchedulingClient {
@@ -37,6 +37,16 @@ class GrpcSchedulingClient final : public SchedulingClient {
     sv1::GetPersonRequest r;
     r.set_name("people/" + person_id);
     return Call<sv1::Person>(&sv1::SchedulingService::Stub::GetPerson, r);
+  }
+  absl::StatusOr<std::vector<std::string>> MembersWithRole(const std::string& clinic_id, cv1::Role role) override {
+    sv1::ListPeopleRequest r;
+    r.set_clinic("clinics/" + clinic_id);
+    r.set_role(role);
+    r.set_page_size(500);
+    ASSIGN_OR_RETURN(sv1::ListPeopleResponse people, Call<sv1::ListPeopleResponse>(&sv1::SchedulingService::Stub::ListPeople, r));
+    std::vector<std::string> ids;
+    for (const auto& p : people.people()) ids.push_back(p.name().substr(p.name().rfind('/') + 1));
+    return ids;
   }
   absl::Status SetAppointmentState(const std::string& name, sv1::Appointment::State state,
                                    const std::string& request_id) override {
@@ -80,4 +90,4 @@ std::unique_ptr<SchedulingClient> NewGrpcSchedulingClient(std::shared_ptr<grpc::
   return std::make_unique<GrpcSchedulingClient>(std::move(channel), tokens, deadline);
 }
 
-}  // namespace continuum::records
+}  // namespace continuum::scheduling
