@@ -138,7 +138,9 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
   if (auto s = WriteReadyFile(rt.config.ready_file, *rt.host); !s.ok()) spdlog::error("{}", s.ToString());
   int sig = WaitForTerminationSignal();
   spdlog::info("received signal {}", sig);
+  for (auto& fn : rt.before_drain) fn();
   rt.host->Shutdown();
+  for (auto& fn : rt.after_stop) fn();
   stop.store(true);
   housekeeping.join();
   rt.relay->Stop();

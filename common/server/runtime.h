@@ -51,6 +51,9 @@ struct Runtime {
     std::function<absl::Status()> run;
   };
   std::vector<Periodic> periodic;
+  // Run on SIGTERM before the server drains (e.g. end open streams so clients reconnect
+  // elsewhere), and after it has stopped (e.g. stop event consumers), in order.
+  std::vector<std::function<void()>> before_drain, after_stop;
 };
 
 struct ServiceDefinition {

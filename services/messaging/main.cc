@@ -1,20 +1,75 @@
 // continuum-messaging: configuration by flags / CONTINUUM_* environment (see --help).
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/redis/streams.h"
 #include "common/server/runtime.h"
 #include "services/messaging/messaging_service.h"
+#include "spdlog/spdlog.h"
 
 int main(int argc, char** argv) {
   using namespace continuum;
+  std::string scheduling_address, service_token_file;
+  absl::Duration scheduling_deadline;
   ServiceDefinition def;
   def.name = "messaging";
   def.binary = "continuum-messaging";
   def.default_port = 7003;
   def.default_metrics_port = 9103;
   def.migrations = messaging::Migrations();
-  def.build = [](Runtime& rt)
+  def.read_config = [&](ConfigSource& c) {
+    scheduling_address = c.String("scheduling-address", "127.0.0.1:7001", "scheduling service host:port");
+    scheduling_deadline = c.Duration("scheduling-deadline", absl::Seconds(3), "deadline of each call to scheduling");
+    service_token_file = c.String("service-token-file", "",
+                                  "this service's token for calling scheduling; empty = mint one with the HS256 secret");
+  };
+  std::unique_ptr<auth::ServiceTokenSource> tokens;
+  std::unique_ptr<scheduling::SchedulingClient> scheduling;
+  std::unique_ptr<messaging::PresenceStore> presence;
+  std::unique_ptr<messaging::LiveHub> hub;
+  std::unique_ptr<messaging::Messenger> messenger;
+  std::vector<std::unique_ptr<redis::StreamConsumer>> consumers;
+  def.build = [&](Runtime& rt)
       -> absl::StatusOr<std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>> {
-    auto service = std::make_shared<messaging::MessagingServiceImpl>(*rt.authenticator, rt.host->executor());
-    return std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>{
-        {service, messaging::kHealthName}};
+    tokens = std::make_unique<auth::ServiceTokenSource>("continuum-messaging", rt.config.jwt, service_token_file,
+                                                        RealClock::Get());
+    auto creds = auth::MakeChannelCredentials(rt.config.server.tls);
+    if (!creds.ok()) return creds.status();
+    scheduling = scheduling::NewGrpcSchedulingClient(grpc::CreateChannel(scheduling_address, *creds), tokens.get(),
+                                                     scheduling_deadline);
+    presence = std::make_unique<messaging::PresenceStore>(*rt.redis, RealClock::Get());
+    hub = std::make_unique<messaging::LiveHub>(rt.redis->options(), *rt.redis, rt.host->executor());
+    outbox::Relay* relay = rt.relay.get();
+    messenger = std::make_unique<messaging::Messenger>(*rt.db, RealClock::Get(), *scheduling, *presence, *rt.redis,
+                                                       messaging::Messenger::Options{.on_commit = [relay] { relay->Notify(); }});
+    // Events of the other services, through consumer groups (at-least-once; handled once).
+    char host[256] = {0};
+    gethostname(host, sizeof(host) - 1);
+    for (const std::string stream : {"continuum:events:scheduling", "continuum:events:records"}) {
+      consumers.push_back(std::make_unique<redis::StreamConsumer>(
+          rt.redis->options(),
+          redis::StreamConsumer::Options{.stream = stream, .group = "messaging",
+                                         .consumer = absl::StrCat(host, "-", getpid())},
+          [m = messenger.get()](const redis::StreamEntry& e) -> absl::Status {
+            events::v1::EventEnvelope ev;
+            if (!ev.ParseFromString(e.Get("payload"))) {
+              spdlog::error("undecodable event {} skipped", e.id);
+              return absl::OkStatus();
+            }
+            return m->HandleEvent(ev);
+          }));
+      consumers.back()->Start();
+    }
+    hub->Start();
+    messaging::Messenger* m = messenger.get();
+    rt.periodic.push_back({"messaging housekeeping", absl::Seconds(1), [m] { return m->Tick(); }});
+    rt.before_drain.push_back([&] { hub->Shutdown(); });
+    rt.after_stop.push_back([&] {
+      for (auto& c : consumers) c->Stop();
+    });
+    auto service = std::make_shared<messaging::MessagingServiceImpl>(*messenger, *hub, *rt.authenticator,
+                                                                     rt.host->executor());
+    return std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>{{service, messaging::kHealthName}};
   };
   return RunServiceMain(argc, argv, def);
 }

@@ -1,12 +1,16 @@
-// gRPC adapter of the messaging service.
+// gRPC adapter of the messaging service: authenticates, runs the Messenger on the executor
+// (unary calls) or opens a live stream (Subscribe), and maps statuses. No business rules.
 #pragma once
 
 #include <vector>
 
-#include "continuum/messaging/v1/messaging_service.grpc.pb.h"
 #include "common/auth/grpc_auth.h"
 #include "common/db/migrations.h"
 #include "common/server/executor.h"
+#include "common/server/handler.h"
+#include "continuum/messaging/v1/messaging_service.grpc.pb.h"
+#include "services/messaging/live.h"
+#include "services/messaging/messenger.h"
 
 namespace continuum::messaging {
 
@@ -15,14 +19,41 @@ const std::vector<db::Migration>& Migrations();
 
 inline constexpr char kHealthName[] = "continuum.messaging.v1.MessagingService";
 
-// Registers MessagingService. Business methods arrive with the messaging issue; until then the generated
-// base class answers UNIMPLEMENTED for each of them.
-class MessagingServiceImpl final : public continuum::messaging::v1::MessagingService::CallbackService {
+class MessagingServiceImpl final : public v1::MessagingService::CallbackService {
  public:
-  MessagingServiceImpl(const auth::Authenticator& authenticator, BoundedExecutor& executor)
-      : authenticator_(authenticator), executor_(executor) {}
+  MessagingServiceImpl(Messenger& messenger, LiveHub& hub, const auth::Authenticator& authenticator,
+                       BoundedExecutor& executor)
+      : domain_(messenger), hub_(hub), authenticator_(authenticator), executor_(executor) {}
+
+  CONTINUUM_UNARY(GetConversation, v1::GetConversationRequest, v1::Conversation)
+  CONTINUUM_UNARY(ListConversations, v1::ListConversationsRequest, v1::ListConversationsResponse)
+  CONTINUUM_UNARY(SendMessage, v1::SendMessageRequest, v1::Message)
+  CONTINUUM_UNARY(ListMessages, v1::ListMessagesRequest, v1::ListMessagesResponse)
+  CONTINUUM_UNARY(MarkRead, v1::MarkReadRequest, v1::ReadReceipt)
+  CONTINUUM_UNARY(GetUnreadCounts, v1::GetUnreadCountsRequest, v1::UnreadCounts)
+  CONTINUUM_UNARY(Heartbeat, v1::HeartbeatRequest, v1::HeartbeatResponse)
+  CONTINUUM_UNARY(GetPresence, v1::GetPresenceRequest, v1::Presence)
+  CONTINUUM_UNARY(BatchGetPresence, v1::BatchGetPresenceRequest, v1::BatchGetPresenceResponse)
+  CONTINUUM_UNARY(GetCareTeamPresence, v1::GetCareTeamPresenceRequest, v1::GetCareTeamPresenceResponse)
+  CONTINUUM_UNARY(SitterCheckIn, v1::SitterCheckInRequest, v1::SitterCheckInResponse)
+  CONTINUUM_UNARY(ListNotifications, v1::ListNotificationsRequest, v1::ListNotificationsResponse)
+  CONTINUUM_UNARY(AcknowledgeNotification, v1::AcknowledgeNotificationRequest, v1::Notification)
+  CONTINUUM_UNARY(ListEscalations, v1::ListEscalationsRequest, v1::ListEscalationsResponse)
+  CONTINUUM_UNARY(AcknowledgeEscalation, v1::AcknowledgeEscalationRequest, v1::Escalation)
+
+  grpc::ServerWriteReactor<v1::Delivery>* Subscribe(grpc::CallbackServerContext* context,
+                                                    const v1::SubscribeRequest* request) override {
+    // Verifying a token is CPU work only (no I/O), so it is done here on the gRPC thread.
+    auto principal = authenticator_.Authenticate(*context);
+    if (!principal.ok()) return LiveHub::Refuse(ToGrpcStatus(principal.status()));
+    auto person = domain_.SubscriberOf(*principal);
+    if (!person.ok()) return LiveHub::Refuse(ToGrpcStatus(person.status()));
+    return hub_.Open(*person, request->cursor());
+  }
 
  private:
+  Messenger& domain_;
+  LiveHub& hub_;
   const auth::Authenticator& authenticator_;
   BoundedExecutor& executor_;
 };

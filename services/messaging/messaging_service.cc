@@ -1,1 +1,0 @@
-#include "services/messaging/messaging_service.h"

@@ -1,0 +1,96 @@
+// SQL of the messaging service. Functions take the caller's open transaction.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/db/database.h"
+#include "continuum/messaging/v1/conversation.pb.h"
+#include "continuum/messaging/v1/escalation.pb.h"
+#include "continuum/messaging/v1/notification.pb.h"
+
+namespace continuum::messaging::store {
+
+namespace v1 = ::continuum::messaging::v1;
+
+template <typename T>
+struct Stored {
+  T value;
+  int64_t revision = 0;
+};
+
+absl::StatusOr<std::optional<Stored<v1::Conversation>>> GetConversation(db::Tx& tx, const std::string& clinic_id,
+                                                                        const std::string& conversation_id);
+// Inserts (revision nullopt) or replaces at `revision`; keeps conversation_members in step.
+absl::Status PutConversation(db::Tx& tx, const std::string& clinic_id, const std::string& conversation_id,
+                             const v1::Conversation& c, std::optional<int64_t> revision);
+// Conversations `person_id` is a member of (optionally of one clinic / client / kind).
+absl::StatusOr<std::vector<v1::Conversation>> ConversationsOf(db::Tx& tx, const std::string& person_id,
+                                                              const std::string& clinic_id, int64_t offset, int limit);
+// Everyone who shares a conversation with `person_id` (presence watchers).
+absl::StatusOr<std::vector<std::string>> Contacts(db::Tx& tx, const std::string& person_id);
+
+absl::StatusOr<std::optional<v1::Message>> GetMessageById(db::Tx& tx, const std::string& clinic_id,
+                                                          const std::string& conversation_id, const std::string& message_id);
+absl::Status InsertMessage(db::Tx& tx, const std::string& clinic_id, const std::string& conversation_id,
+                           const v1::Message& m);
+absl::StatusOr<std::vector<v1::Message>> ListMessages(db::Tx& tx, const std::string& clinic_id,
+                                                      const std::string& conversation_id, int64_t after_sequence,
+                                                      int limit);
+// Unread (sequence > after, not sent by person): {count, urgent count}.
+absl::StatusOr<std::pair<int, int>> CountUnread(db::Tx& tx, const std::string& clinic_id,
+                                                const std::string& conversation_id, int64_t after_sequence,
+                                                const std::string& person_id);
+
+// Notifications: insert unless one with the same dedupe key exists (returns false then).
+absl::StatusOr<bool> InsertNotification(db::Tx& tx, const std::string& person_id, const std::string& id,
+                                        const std::string& dedupe_key, const v1::Notification& n);
+absl::StatusOr<std::optional<v1::Notification>> GetNotification(db::Tx& tx, const std::string& person_id,
+                                                                 const std::string& id);
+absl::Status UpdateNotification(db::Tx& tx, const std::string& person_id, const std::string& id,
+                                const v1::Notification& n);
+absl::StatusOr<std::vector<v1::Notification>> ListNotifications(db::Tx& tx, const std::string& person_id,
+                                                                const std::vector<int>& states, int64_t offset,
+                                                                int limit);
+
+absl::StatusOr<std::optional<Stored<v1::Escalation>>> GetEscalation(db::Tx& tx, const std::string& clinic_id,
+                                                                    const std::string& id);
+absl::Status PutEscalation(db::Tx& tx, const std::string& clinic_id, const std::string& id, const v1::Escalation& e,
+                           std::optional<absl::Time> next_step, std::optional<int64_t> revision);
+absl::StatusOr<std::vector<v1::Escalation>> ListEscalations(db::Tx& tx, const std::string& clinic_id,
+                                                            const std::string& client_id, const std::vector<int>& states,
+                                                            int64_t offset, int limit);
+// OPEN escalations whose next step is due, as (clinic id, escalation).
+absl::StatusOr<std::vector<std::pair<std::string, v1::Escalation>>> DueEscalations(db::Tx& tx, absl::Time now);
+
+struct ActiveSession {
+  std::string clinic_id, appointment_id, client_id, sitter_id;
+  int kind = 0;
+  absl::Time start;
+  std::optional<absl::Time> last_check_in, next_due;
+};
+absl::Status PutActiveSession(db::Tx& tx, const ActiveSession& s);
+absl::Status DeleteActiveSession(db::Tx& tx, const std::string& clinic_id, const std::string& appointment_id);
+absl::StatusOr<std::vector<ActiveSession>> ActiveSessionsOf(db::Tx& tx, const std::string& clinic_id,
+                                                            const std::string& client_id);
+absl::StatusOr<std::optional<ActiveSession>> GetActiveSession(db::Tx& tx, const std::string& clinic_id,
+                                                              const std::string& appointment_id);
+absl::StatusOr<std::vector<ActiveSession>> OverdueCheckIns(db::Tx& tx, absl::Time now);
+
+// Reminders
+absl::Status PutReminder(db::Tx& tx, const std::string& clinic_id, const std::string& appointment_id,
+                         int64_t offset_seconds, absl::Time due, const std::string& data);
+absl::Status DeleteReminders(db::Tx& tx, const std::string& clinic_id, const std::string& appointment_id);
+struct DueReminder {
+  std::string clinic_id, appointment_id, data;
+  int64_t offset_seconds;
+};
+absl::StatusOr<std::vector<DueReminder>> DueReminders(db::Tx& tx, absl::Time now, int limit);
+absl::Status MarkReminderSent(db::Tx& tx, const DueReminder& r);
+
+// Events: true the first time an event id is seen.
+absl::StatusOr<bool> FirstTime(db::Tx& tx, const std::string& event_id, absl::Time now);
+
+}  // namespace continuum::messaging::store
