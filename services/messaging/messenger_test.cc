@@ -1,0 +1,405 @@
+// The messaging domain with a FakeClock, SQLite :memory:, a real redis-server (presence lives
+// there) and a scheduling stand-in: messages, urgency during sessions, escalation steps,
+// presence going offline, notifications from events (once per event), reminders and missed
+// sitter check-ins.
+#include "services/messaging/messenger.h"
+
+#include "common/api/idempotency.h"
+#include "common/db/migrations.h"
+#include "common/outbox/outbox.h"
+#include "common/status/errors.h"
+#include "common/testing/harness.h"
+#include "common/time/proto_time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/messaging/messaging_service.h"
+
+namespace continuum::messaging {
+namespace {
+
+using auth::Principal;
+using auth::Role;
+namespace sv1 = ::continuum::scheduling::v1;
+namespace ev1 = ::continuum::events::v1;
+
+MATCHER_P2(IsError, code, reason, "") {
+  if (arg.ok()) {
+    *result_listener << "is OK";
+    return false;
+  }
+  *result_listener << arg.status();
+  return arg.status().code() == code && ErrorReason(arg.status()) == reason;
+}
+
+class FakeScheduling : public scheduling::SchedulingClient {
+ public:
+  absl::StatusOr<sv1::Appointment> GetAppointment(const std::string&) override { return absl::NotFoundError("n/a"); }
+  absl::StatusOr<sv1::CareTeam> GetCareTeam(const std::string&, const std::string& client) override {
+    sv1::CareTeam t;
+    t.set_client("people/" + client);
+    for (auto [id, role] : std::vector<std::pair<std::string, cv1::Role>>{{"th1", cv1::ROLE_THERAPIST},
+                                                                          {"cn1", cv1::ROLE_CLINICIAN}}) {
+      auto* m = t.add_members();
+      m->set_person("people/" + id);
+      m->set_role(role);
+      m->set_display_name(id);
+    }
+    return t;
+  }
+  absl::StatusOr<sv1::Program> GetProgram(const std::string&) override { return sv1::Program(); }
+  absl::StatusOr<sv1::Clinic> GetClinic(const std::string&) override { return clinic; }
+  absl::StatusOr<sv1::Person> GetPerson(const std::string& id) override {
+    sv1::Person p;
+    p.set_display_name("Name of " + id);
+    return p;
+  }
+  absl::StatusOr<std::vector<std::string>> MembersWithRole(const std::string&, cv1::Role role) override {
+    if (role == cv1::ROLE_CLINICIAN) return std::vector<std::string>{"cn1", "oncall1"};
+    if (role == cv1::ROLE_ADMIN) return std::vector<std::string>{"ad1"};
+    return std::vector<std::string>{};
+  }
+  absl::Status SetAppointmentState(const std::string&, sv1::Appointment::State, const std::string&) override {
+    return absl::OkStatus();
+  }
+  sv1::Clinic clinic;
+};
+
+class MessengerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto server = testing::RedisServer::Start();
+    ASSERT_TRUE(server.ok()) << server.status();
+    redis_server_ = std::move(*server);
+    redis::Options o;
+    o.port = redis_server_->port();
+    redis_ = std::make_unique<redis::Client>(o);
+    auto db = db::Open({.url = "sqlite::memory:"});
+    ASSERT_TRUE(db.ok());
+    db_ = std::move(*db);
+    ASSERT_TRUE(db::ApplyMigrations(*db_, "outbox", outbox::Migrations()).ok());
+    ASSERT_TRUE(db::ApplyMigrations(*db_, "idempotency", api::IdempotencyMigrations()).ok());
+    ASSERT_TRUE(db::ApplyMigrations(*db_, "messaging", Migrations()).ok());
+    auto* policy = scheduling_.clinic.mutable_policy();
+    *policy->mutable_escalation_ack_timeout() = ToProto(absl::Minutes(5));
+    *policy->mutable_sitter_checkin_interval() = ToProto(absl::Minutes(20));
+    *policy->add_reminder_offsets() = ToProto(absl::Hours(24));
+    *policy->add_reminder_offsets() = ToProto(absl::Hours(1));
+    auto* shift = scheduling_.clinic.add_on_call_roster();
+    shift->set_person("people/oncall1");
+    *shift->mutable_interval()->mutable_start_time() = ToProto(clock_.Now() - absl::Hours(1));
+    *shift->mutable_interval()->mutable_end_time() = ToProto(clock_.Now() + absl::Hours(12));
+    presence_ = std::make_unique<PresenceStore>(*redis_, clock_);
+    messenger_ = std::make_unique<Messenger>(*db_, clock_, scheduling_, *presence_, *redis_);
+  }
+
+  absl::StatusOr<v1::Message> Send(const Principal& p, const std::string& conv, const std::string& id,
+                                   const std::string& text, bool urgent = false) {
+    v1::SendMessageRequest r;
+    r.set_parent("clinics/c01/conversations/" + conv);
+    r.set_message_id(id);
+    r.mutable_message()->set_text(text);
+    r.mutable_message()->set_urgent(urgent);
+    return messenger_->SendMessage(p, r);
+  }
+
+  absl::Status Event(ev1::EventEnvelope e, const std::string& id) {
+    e.set_event_id(id);
+    e.set_clinic("clinics/c01");
+    *e.mutable_occur_time() = ToProto(clock_.Now());
+    return messenger_->HandleEvent(e);
+  }
+
+  ev1::EventEnvelope SessionStarted(cv1::AppointmentKind kind, const std::string& sitter = "") {
+    ev1::EventEnvelope e;
+    auto* s = e.mutable_session_started();
+    s->set_session_record("clinics/c01/sessionRecords/a1");
+    s->set_appointment("clinics/c01/appointments/a1");
+    s->set_client("people/cl1");
+    s->set_kind(kind);
+    s->set_sitter(sitter);
+    *s->mutable_start_time() = ToProto(clock_.Now());
+    return e;
+  }
+
+  std::vector<v1::Notification> NotificationsOf(const std::string& person) {
+    v1::ListNotificationsRequest r;
+    r.set_parent("people/" + person);
+    r.set_page_size(500);
+    auto out = messenger_->ListNotifications(Principal{"people/" + person, Role::kTherapist, {"c01"}}, r);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? std::vector<v1::Notification>(out->notifications().begin(), out->notifications().end())
+                    : std::vector<v1::Notification>{};
+  }
+
+  int Count(const std::vector<v1::Notification>& list, v1::Notification::Type type) {
+    return static_cast<int>(std::count_if(list.begin(), list.end(), [&](const auto& n) { return n.type() == type; }));
+  }
+
+  void Online(const std::string& person) {
+    v1::HeartbeatRequest h;
+    h.set_device_id("phone");
+    h.set_status(cv1::PRESENCE_STATUS_ONLINE);
+    *h.mutable_ttl() = ToProto(absl::Seconds(30));
+    ASSERT_TRUE(messenger_->Heartbeat(Principal{"people/" + person, Role::kTherapist, {"c01"}}, h).ok());
+  }
+
+  FakeClock clock_;
+  FakeScheduling scheduling_;
+  std::unique_ptr<testing::RedisServer> redis_server_;
+  std::unique_ptr<redis::Client> redis_;
+  std::unique_ptr<db::Database> db_;
+  std::unique_ptr<PresenceStore> presence_;
+  std::unique_ptr<Messenger> messenger_;
+  Principal client_{"people/cl1", Role::kClient, {"c01"}};
+  Principal therapist_{"people/th1", Role::kTherapist, {"c01"}};
+  Principal clinician_{"people/cn1", Role::kClinician, {"c01"}};
+  Principal outsider_{"people/th9", Role::kTherapist, {"c01"}};
+  Principal other_clinic_{"people/cl1", Role::kClient, {"c02"}};
+  Principal sitter_{"people/sit1", Role::kSitter, {"c01"}};
+};
+
+const auto kDenied = absl::StatusCode::kPermissionDenied;
+
+TEST_F(MessengerTest, MessagesAreOrderedIdempotentAndOnlyForMembers) {
+  auto m1 = Send(client_, "client-cl1", "m-1", "hello");
+  ASSERT_TRUE(m1.ok()) << m1.status();
+  EXPECT_EQ(m1->sequence(), 1);
+  EXPECT_FALSE(m1->urgent());
+  auto again = Send(client_, "client-cl1", "m-1", "hello");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->sequence(), 1) << "a resend with the same message_id is the same message";
+  EXPECT_THAT(Send(client_, "client-cl1", "m-1", "different"),
+              IsError(absl::StatusCode::kAlreadyExists, "MESSAGE_ID_REUSED"));
+  ASSERT_TRUE(Send(therapist_, "client-cl1", "m-2", "hi, how are you?").ok());
+  EXPECT_THAT(Send(outsider_, "client-cl1", "m-3", "?"), IsError(kDenied, "NOT_CONVERSATION_MEMBER"));
+  EXPECT_THAT(Send(client_, "team-cl1", "m-4", "?"), IsError(kDenied, "NOT_CONVERSATION_MEMBER"))
+      << "the client is not in the care team's internal conversation";
+  EXPECT_THAT(Send(other_clinic_, "client-cl1", "m-5", "?"), IsError(kDenied, "PERMISSION_DENIED_CROSS_CLINIC"));
+  ASSERT_TRUE(Send(clinician_, "team-cl1", "t-1", "dose plan ok?").ok());
+
+  v1::ListMessagesRequest l;
+  l.set_parent("clinics/c01/conversations/client-cl1");
+  auto listed = messenger_->ListMessages(therapist_, l);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->messages_size(), 2);
+  EXPECT_EQ(listed->messages(0).text(), "hello");
+  EXPECT_EQ(listed->messages(1).sequence(), 2);
+
+  v1::GetUnreadCountsRequest u;
+  u.set_clinic("clinics/c01");
+  auto unread = messenger_->GetUnreadCounts(client_, u);
+  ASSERT_TRUE(unread.ok());
+  EXPECT_EQ(unread->total_unread(), 1) << "the therapist's reply";
+  v1::MarkReadRequest read;
+  read.set_name("clinics/c01/conversations/client-cl1");
+  read.set_sequence(2);
+  read.set_request_id("read-1");
+  auto receipt = messenger_->MarkRead(client_, read);
+  ASSERT_TRUE(receipt.ok()) << receipt.status();
+  EXPECT_EQ(receipt->read_sequence(), 2);
+  EXPECT_EQ(messenger_->GetUnreadCounts(client_, u)->total_unread(), 0);
+  v1::GetConversationRequest g;
+  g.set_name("clinics/c01/conversations/client-cl1");
+  auto conv = messenger_->GetConversation(therapist_, g);
+  ASSERT_TRUE(conv.ok());
+  EXPECT_EQ(conv->members_size(), 3);
+  EXPECT_EQ(conv->last_message_sequence(), 2);
+  // Deliveries went to the members' inboxes through the outbox.
+  auto inboxes = db_->Query("SELECT COUNT(*) FROM outbox WHERE stream = 'continuum:inbox:cl1'");
+  EXPECT_EQ(inboxes->at(0).Int(0), 3) << "two messages and a read receipt";
+}
+
+TEST_F(MessengerTest, UrgentMessageEscalatesToOnCallWhenNoCareTeamMemberIsPresentThenToEveryone) {
+  auto m = Send(client_, "client-cl1", "u-1", "I feel very unwell", /*urgent=*/true);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_FALSE(m->escalation().empty());
+  v1::ListEscalationsRequest l;
+  l.set_parent("clinics/c01");
+  auto list = messenger_->ListEscalations(therapist_, l);
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->escalations_size(), 1);
+  v1::Escalation e = list->escalations(0);
+  ASSERT_EQ(e.steps_size(), 2) << "nobody present: step 1 is recorded empty and step 2 follows at once";
+  EXPECT_EQ(e.steps(0).target(), v1::EscalationStep::TARGET_PRESENT_CARE_TEAM);
+  EXPECT_TRUE(e.steps(0).targets().empty());
+  EXPECT_THAT(e.steps(0).reason(), ::testing::HasSubstr("no care-team member present"));
+  EXPECT_EQ(e.steps(1).target(), v1::EscalationStep::TARGET_ON_CALL);
+  EXPECT_THAT(e.steps(1).targets(), ::testing::ElementsAre("people/oncall1"));
+  EXPECT_EQ(Count(NotificationsOf("oncall1"), v1::Notification::TYPE_ESCALATION), 1);
+  // Not acknowledged within the clinic's 5 minutes: the final step reaches everyone.
+  clock_.Advance(absl::Minutes(5) + absl::Seconds(1));
+  ASSERT_TRUE(messenger_->Tick().ok());
+  e = messenger_->ListEscalations(therapist_, l)->escalations(0);
+  ASSERT_EQ(e.steps_size(), 3);
+  EXPECT_EQ(e.steps(2).target(), v1::EscalationStep::TARGET_ALL_CLINICAL_STAFF);
+  EXPECT_THAT(e.steps(2).targets(), ::testing::UnorderedElementsAre("people/th1", "people/cn1", "people/oncall1",
+                                                                    "people/ad1"));
+  clock_.Advance(absl::Minutes(10));
+  ASSERT_TRUE(messenger_->Tick().ok());
+  EXPECT_EQ(messenger_->ListEscalations(therapist_, l)->escalations(0).steps_size(), 3) << "the final step is not repeated";
+  v1::AcknowledgeEscalationRequest ack;
+  ack.set_name(e.name());
+  ack.set_note("called the client");
+  ack.set_request_id("ack");
+  auto acked = messenger_->AcknowledgeEscalation(clinician_, ack);
+  ASSERT_TRUE(acked.ok()) << acked.status();
+  EXPECT_EQ(acked->state(), v1::Escalation::STATE_ACKNOWLEDGED);
+  EXPECT_EQ(acked->acknowledged_by(), "people/cn1");
+}
+
+TEST_F(MessengerTest, EscalationGoesToThePresentCareTeamFirst) {
+  Online("th1");
+  ASSERT_TRUE(Send(client_, "client-cl1", "u-1", "help", true).ok());
+  v1::ListEscalationsRequest l;
+  l.set_parent("clinics/c01");
+  auto e = messenger_->ListEscalations(therapist_, l)->escalations(0);
+  ASSERT_EQ(e.steps_size(), 1);
+  EXPECT_THAT(e.steps(0).targets(), ::testing::ElementsAre("people/th1"));
+  EXPECT_TRUE(e.steps(0).has_ack_deadline_time());
+}
+
+TEST_F(MessengerTest, DuringASessionClientAndSitterMessagesAreUrgentAndTheClientIsInSession) {
+  ASSERT_TRUE(Event(SessionStarted(cv1::APPOINTMENT_KIND_MEDICINE_SELF_GUIDED, "people/sit1"), "ev-start").ok());
+  auto m = Send(client_, "client-cl1", "s-1", "colours are intense");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_TRUE(m->urgent());
+  EXPECT_TRUE(m->urgent_forced());
+  auto from_sitter = Send(sitter_, "client-cl1", "s-2", "all fine here");
+  ASSERT_TRUE(from_sitter.ok()) << "the sitter joins the conversation for the session: " << from_sitter.status();
+  EXPECT_TRUE(from_sitter->urgent_forced());
+  auto from_team = Send(therapist_, "client-cl1", "s-3", "thanks");
+  ASSERT_TRUE(from_team.ok());
+  EXPECT_FALSE(from_team->urgent());
+  v1::GetPresenceRequest g;
+  g.set_name("people/cl1/presence");
+  auto pr = messenger_->GetPresence(therapist_, g);
+  ASSERT_TRUE(pr.ok()) << pr.status();
+  EXPECT_EQ(pr->status(), cv1::PRESENCE_STATUS_IN_SESSION);
+  EXPECT_EQ(Count(NotificationsOf("th1"), v1::Notification::TYPE_SESSION_STARTED), 1);
+
+  ev1::EventEnvelope done;
+  done.mutable_session_completed()->set_appointment("clinics/c01/appointments/a1");
+  done.mutable_session_completed()->set_client("people/cl1");
+  ASSERT_TRUE(Event(done, "ev-done").ok());
+  EXPECT_FALSE(Send(client_, "client-cl1", "s-4", "back to normal")->urgent());
+  EXPECT_THAT(Send(sitter_, "client-cl1", "s-5", "bye"), IsError(kDenied, "NOT_CONVERSATION_MEMBER"))
+      << "the sitter leaves with the session";
+  EXPECT_NE(messenger_->GetPresence(therapist_, g)->status(), cv1::PRESENCE_STATUS_IN_SESSION);
+}
+
+TEST_F(MessengerTest, MissedSitterCheckInAlertsTheCareTeamAndEscalates) {
+  ASSERT_TRUE(Event(SessionStarted(cv1::APPOINTMENT_KIND_MEDICINE_SELF_GUIDED, "people/sit1"), "ev-start").ok());
+  v1::SitterCheckInRequest c;
+  c.set_appointment("clinics/c01/appointments/a1");
+  c.set_request_id("c1");
+  clock_.Advance(absl::Minutes(10));
+  auto checked = messenger_->SitterCheckIn(sitter_, c);
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  EXPECT_EQ(FromProto(checked->next_check_in_due_time()), clock_.Now() + absl::Minutes(20));
+  EXPECT_EQ(checked->presence().status(), cv1::PRESENCE_STATUS_ONLINE) << "a check-in counts as a heartbeat";
+  EXPECT_THAT(messenger_->SitterCheckIn(Principal{"people/sit2", Role::kSitter, {"c01"}}, c),
+              IsError(kDenied, "NOT_DESIGNATED_SITTER"));
+  clock_.Advance(absl::Minutes(19));
+  ASSERT_TRUE(messenger_->Tick().ok());
+  EXPECT_EQ(Count(NotificationsOf("th1"), v1::Notification::TYPE_SITTER_CHECK_IN_MISSED), 0);
+  clock_.Advance(absl::Minutes(2));
+  ASSERT_TRUE(messenger_->Tick().ok());
+  EXPECT_EQ(Count(NotificationsOf("th1"), v1::Notification::TYPE_SITTER_CHECK_IN_MISSED), 1);
+  EXPECT_EQ(Count(NotificationsOf("cn1"), v1::Notification::TYPE_SITTER_CHECK_IN_MISSED), 1);
+  auto published = db_->Query("SELECT COUNT(*) FROM outbox WHERE type = 'sitter_check_in_missed'");
+  EXPECT_EQ(published->at(0).Int(0), 1);
+  v1::ListEscalationsRequest l;
+  l.set_parent("clinics/c01");
+  auto list = messenger_->ListEscalations(therapist_, l);
+  ASSERT_EQ(list->escalations_size(), 1);
+  EXPECT_EQ(list->escalations(0).trigger(), v1::Escalation::TRIGGER_SITTER_CHECK_IN_MISSED);
+}
+
+TEST_F(MessengerTest, PresenceGoesOfflineWhenEveryDeviceExpires) {
+  v1::HeartbeatRequest h;
+  h.set_device_id("phone");
+  h.set_status(cv1::PRESENCE_STATUS_ONLINE);
+  *h.mutable_ttl() = ToProto(absl::Seconds(30));
+  ASSERT_TRUE(messenger_->Heartbeat(therapist_, h).ok());
+  h.set_device_id("laptop");
+  h.set_status(cv1::PRESENCE_STATUS_AWAY);
+  *h.mutable_ttl() = ToProto(absl::Seconds(120));
+  auto both = messenger_->Heartbeat(therapist_, h);
+  ASSERT_TRUE(both.ok());
+  EXPECT_EQ(both->presence().status(), cv1::PRESENCE_STATUS_ONLINE) << "the strongest device wins";
+  h.set_status(cv1::PRESENCE_STATUS_IN_SESSION);
+  EXPECT_THAT(messenger_->Heartbeat(therapist_, h), IsError(absl::StatusCode::kInvalidArgument, "INVALID_FIELD"));
+  ASSERT_TRUE(Send(client_, "client-cl1", "x", "hi").ok());  // client and therapist now share a conversation
+  v1::GetPresenceRequest g;
+  g.set_name("people/th1/presence");
+  clock_.Advance(absl::Seconds(31));
+  ASSERT_TRUE(messenger_->Tick().ok());
+  EXPECT_EQ(messenger_->GetPresence(client_, g)->status(), cv1::PRESENCE_STATUS_AWAY) << "the phone expired";
+  clock_.Advance(absl::Seconds(90));
+  ASSERT_TRUE(messenger_->Tick().ok());
+  EXPECT_EQ(messenger_->GetPresence(client_, g)->status(), cv1::PRESENCE_STATUS_OFFLINE);
+  EXPECT_THAT(messenger_->GetPresence(Principal{"people/cl7", Role::kClient, {"c01"}}, g),
+              IsError(kDenied, "NOT_ON_CARE_TEAM")) << "presence only for people sharing a care team";
+}
+
+TEST_F(MessengerTest, NotificationsFromEventsAreCreatedOnceAndRemindersFireAtTheirOffsets) {
+  ev1::EventEnvelope booked;
+  auto* a = booked.mutable_appointment_booked()->mutable_appointment();
+  a->set_name("clinics/c01/appointments/a9");
+  a->set_client("people/cl1");
+  a->set_provider("people/th1");
+  *a->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(48));
+  ASSERT_TRUE(Event(booked, "ev-booked").ok());
+  ASSERT_TRUE(Event(booked, "ev-booked").ok()) << "delivered twice by the stream";
+  EXPECT_EQ(Count(NotificationsOf("cl1"), v1::Notification::TYPE_APPOINTMENT_BOOKED), 1);
+  EXPECT_EQ(Count(NotificationsOf("th1"), v1::Notification::TYPE_APPOINTMENT_BOOKED), 1);
+  clock_.Advance(absl::Hours(23));
+  ASSERT_TRUE(messenger_->Tick().ok());
+  EXPECT_EQ(Count(NotificationsOf("cl1"), v1::Notification::TYPE_APPOINTMENT_REMINDER), 0);
+  clock_.Advance(absl::Hours(1) + absl::Minutes(1));
+  ASSERT_TRUE(messenger_->Tick().ok());
+  ASSERT_TRUE(messenger_->Tick().ok());
+  EXPECT_EQ(Count(NotificationsOf("cl1"), v1::Notification::TYPE_APPOINTMENT_REMINDER), 1) << "24h reminder, once";
+  clock_.Advance(absl::Hours(23));
+  ASSERT_TRUE(messenger_->Tick().ok());
+  EXPECT_EQ(Count(NotificationsOf("cl1"), v1::Notification::TYPE_APPOINTMENT_REMINDER), 2) << "and the 1h one";
+
+  // Cancelled appointments drop their pending reminders.
+  ev1::EventEnvelope other = booked;
+  other.mutable_appointment_booked()->mutable_appointment()->set_name("clinics/c01/appointments/b1");
+  *other.mutable_appointment_booked()->mutable_appointment()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(30));
+  ASSERT_TRUE(Event(other, "ev-b1").ok());
+  ev1::EventEnvelope cancelled;
+  *cancelled.mutable_appointment_cancelled()->mutable_appointment() = other.appointment_booked().appointment();
+  ASSERT_TRUE(Event(cancelled, "ev-b1-cancel").ok());
+  clock_.Advance(absl::Hours(30));
+  ASSERT_TRUE(messenger_->Tick().ok());
+  EXPECT_EQ(Count(NotificationsOf("cl1"), v1::Notification::TYPE_APPOINTMENT_REMINDER), 2);
+  EXPECT_EQ(Count(NotificationsOf("cl1"), v1::Notification::TYPE_APPOINTMENT_CANCELLED), 1);
+
+  auto list = NotificationsOf("cl1");
+  v1::AcknowledgeNotificationRequest ack;
+  ack.set_name(list[0].name());
+  ack.set_request_id("ack");
+  auto acked = messenger_->AcknowledgeNotification(client_, ack);
+  ASSERT_TRUE(acked.ok()) << acked.status();
+  EXPECT_EQ(acked->state(), v1::Notification::STATE_ACKNOWLEDGED);
+  EXPECT_THAT(messenger_->AcknowledgeNotification(therapist_, ack), IsError(kDenied, "PERMISSION_DENIED_NOT_SELF"));
+}
+
+TEST_F(MessengerTest, AdverseEventNotifiesTheCareTeamAndEscalates) {
+  Online("cn1");
+  ev1::EventEnvelope ae;
+  auto* r = ae.mutable_adverse_event_reported();
+  r->set_session_record("clinics/c01/sessionRecords/a1");
+  r->set_client("people/cl1");
+  r->mutable_adverse_event()->set_severity(continuum::records::v1::AdverseEvent::SEVERITY_SEVERE);
+  r->mutable_adverse_event()->set_description("vomiting");
+  ASSERT_TRUE(Event(ae, "ev-ae").ok());
+  EXPECT_EQ(Count(NotificationsOf("th1"), v1::Notification::TYPE_ADVERSE_EVENT), 1);
+  EXPECT_EQ(Count(NotificationsOf("cn1"), v1::Notification::TYPE_ESCALATION), 1) << "the present clinician";
+  EXPECT_EQ(Count(NotificationsOf("th1"), v1::Notification::TYPE_ESCALATION), 0) << "the absent therapist, not yet";
+}
+
+}  // namespace
+}  // namespace continuum::messaging
