@@ -142,5 +142,27 @@ TEST_F(RedisTest, SubscriberReceivesAndResubscribesAfterRestart) {
   sub.Stop();
 }
 
+TEST_F(RedisTest, SubscriberTakesChannelsAddedWhileRunning) {
+  absl::Mutex mu;
+  std::vector<std::string> got;
+  Subscriber sub(options_, [&](const std::string& channel, const std::string& payload) {
+    absl::MutexLock lock(&mu);
+    got.push_back(channel + ":" + payload);
+  });
+  sub.Start();
+  ASSERT_TRUE(WaitUntil([&] { return sub.connected(); }, absl::Seconds(10)));
+  sub.Subscribe("late");
+  Client client(options_);
+  ASSERT_TRUE(WaitUntil([&] {
+    auto r = client.Command({"PUBLISH", "late", "x"});
+    return r.ok() && r->integer == 1;
+  }, absl::Seconds(10))) << "a channel added after start was never subscribed";
+  EXPECT_TRUE(WaitUntil([&] {
+    absl::MutexLock lock(&mu);
+    return !got.empty() && got[0] == "late:x";
+  }, absl::Seconds(10)));
+  sub.Stop();
+}
+
 }  // namespace
 }  // namespace continuum::redis

@@ -4,9 +4,10 @@
 
 namespace continuum::redis {
 
-Subscriber::Subscriber(Options options, MessageFn on_message, std::function<void()> on_reconnect)
+Subscriber::Subscriber(Options options, MessageFn on_message, std::function<void()> on_reconnect,
+                       std::function<void(const std::string&)> on_subscribed)
     : options_(std::move(options)), on_message_(std::move(on_message)),
-      on_reconnect_(std::move(on_reconnect)) {}
+      on_reconnect_(std::move(on_reconnect)), on_subscribed_(std::move(on_subscribed)) {}
 
 Subscriber::~Subscriber() { Stop(); }
 
@@ -67,10 +68,15 @@ void Subscriber::Run() {
       if (!conn->Send(cmd).ok()) break;
     }
     bool got = false;
-    auto reply = conn->Receive(absl::Milliseconds(100), &got);
+    // A short wait keeps new subscriptions prompt; the thread is idle in poll() meanwhile.
+    auto reply = conn->Receive(absl::Milliseconds(20), &got);
     if (!reply.ok() || !got) continue;
     const auto& e = reply->elements;
-    if (e.size() == 3 && e[0].str == "message") on_message_(e[1].str, e[2].str);
+    if (e.size() == 3 && e[0].str == "message") {
+      on_message_(e[1].str, e[2].str);
+    } else if (e.size() == 3 && e[0].str == "subscribe" && on_subscribed_) {
+      on_subscribed_(e[1].str);
+    }
   }
   connected_.store(false);
 }

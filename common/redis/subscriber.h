@@ -20,7 +20,10 @@ class Subscriber {
  public:
   using MessageFn = std::function<void(const std::string& channel, const std::string& payload)>;
 
-  Subscriber(Options options, MessageFn on_message, std::function<void()> on_reconnect = nullptr);
+  // `on_subscribed(channel)` runs when Redis confirms a subscription: only from then on are
+  // publishes to it received, so an owner that replays from durable storage re-reads then.
+  Subscriber(Options options, MessageFn on_message, std::function<void()> on_reconnect = nullptr,
+             std::function<void(const std::string&)> on_subscribed = nullptr);
   ~Subscriber();
 
   void Subscribe(const std::string& channel);
@@ -35,6 +38,7 @@ class Subscriber {
   Options options_;
   MessageFn on_message_;
   std::function<void()> on_reconnect_;
+  std::function<void(const std::string&)> on_subscribed_;
   absl::Mutex mu_;
   std::set<std::string> channels_ ABSL_GUARDED_BY(mu_);
   std::vector<std::vector<std::string>> pending_ ABSL_GUARDED_BY(mu_);

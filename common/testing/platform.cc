@@ -43,6 +43,19 @@ void Platform::StartRecords() {
   rec = rv1::SessionRecordService::NewStub(grpc::CreateChannel(records->address(), grpc::InsecureChannelCredentials()));
 }
 
+std::string Platform::StartMessaging() {
+  if (messaging_db.empty()) messaging_db = "sqlite:" + dir.File("messaging.db");
+  auto s = ServiceProcess::Start("continuum-messaging",
+                                 {"--database-url=" + messaging_db, "--redis-address=" + redis->address(),
+                                  "--scheduling-address=" + scheduling->address(),
+                                  std::string("--jwt-hs256-secret=") + kTestJwtSecret},
+                                 dir);
+  EXPECT_TRUE(s.ok()) << s.status();
+  if (!s.ok()) return "";
+  messaging.push_back(std::move(*s));
+  return messaging.back()->address();
+}
+
 std::string Platform::SeedMedicineSession() {
   using S = sv1::SchedulingService::Stub;
   auto ok = [](const grpc::Status& s, const char* what) {

@@ -47,6 +47,10 @@ struct Platform {
   // Starts redis and scheduling (and session-record when `with_records`) on SQLite files.
   void Start(bool with_records);
   void StartRecords();  // (re)starts only session-record, on the same database file
+  // Starts one more messaging replica on the shared database file; returns its address.
+  std::string StartMessaging();
+  std::vector<std::unique_ptr<ServiceProcess>> messaging;
+  std::string messaging_db;
   // Clinic "kap" (Europe/Berlin, 60 s notice, 2 s supervised observation), therapist "ther",
   // clinician "clin", client "casey" with care team and ACTIVE program, consultation fulfilled,
   // dose plan IM 20-60 mg, and one supervised medicine session tomorrow. Returns its name.

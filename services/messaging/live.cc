@@ -165,7 +165,7 @@ void SubscribeReactor::OnDone() {
 LiveHub::LiveHub(redis::Options redis_options, redis::Client& redis, BoundedExecutor& executor)
     : redis_(redis), executor_(executor),
       subscriber_(std::move(redis_options), [this](const std::string& c, const std::string& p) { OnMessage(c, p); },
-                  [this] { OnReconnect(); }) {}
+                  [this] { OnReconnect(); }, [this](const std::string& c) { OnSubscribed(c); }) {}
 
 LiveHub::~LiveHub() { subscriber_.Stop(); }
 
@@ -232,6 +232,16 @@ void LiveHub::OnReconnect() {
   for (auto& [person, set] : streams_) {
     for (auto* r : set) r->CatchUp();
   }
+}
+
+// Publishes reach this replica only once Redis has confirmed the subscription; whatever was
+// added to the inbox before that is picked up by reading it again now.
+void LiveHub::OnSubscribed(const std::string& channel) {
+  if (channel.rfind(kLivePrefix, 0) != 0) return;
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(channel.substr(sizeof(kLivePrefix) - 1));
+  if (it == streams_.end()) return;
+  for (auto* r : it->second) r->CatchUp();
 }
 
 void LiveHub::Shutdown() {

@@ -81,6 +81,7 @@ class LiveHub {
  private:
   void OnMessage(const std::string& channel, const std::string& payload);
   void OnReconnect();
+  void OnSubscribed(const std::string& channel);
 
   redis::Client& redis_;
   BoundedExecutor& executor_;
