@@ -10,7 +10,7 @@ CONTINUUM_APT_PACKAGES=(
   libsqlite3-dev libpq-dev postgresql
   libspdlog-dev prometheus-cpp-dev libssl-dev openssl
   golang-github-gogo-googleapis-dev
-  util-linux
+  util-linux tzdata
 )
 
 continuum_install_deps() {
