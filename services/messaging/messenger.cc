@@ -437,8 +437,14 @@ absl::StatusOr<v1::Presence> Messenger::GetPresence(const P& p, const v1::GetPre
   ASSIGN_OR_RETURN(auto ids, api::ParseName(r.name(), "people/*/presence", "name"));
   if (ids[0] != PersonId(p) && p.role != auth::Role::kService) {
     std::vector<std::string> contacts;
+    // Only through care teams of the clinics this token acts in.
+    std::vector<std::string> clinics;
+    for (const auto& c : p.clinics) {
+      if (c != "*") clinics.push_back(c);
+    }
+    if (clinics.empty()) return Denied("PERMISSION_DENIED_CROSS_CLINIC", "the token names no clinic");
     RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
-      ASSIGN_OR_RETURN(contacts, store::Contacts(tx, PersonId(p)));
+      ASSIGN_OR_RETURN(contacts, store::Contacts(tx, PersonId(p), clinics));
       return absl::OkStatus();
     }, db::TxMode::kReadOnly));
     if (std::find(contacts.begin(), contacts.end(), ids[0]) == contacts.end()) {
@@ -971,6 +977,36 @@ absl::Status Messenger::Tick() {
       return store::PutActiveSession(tx, next);
     }));
     AdvanceEscalation(s.clinic_id, eid).IgnoreError();
+  }
+  // Messages left unread past the clinic's threshold: MESSAGE_UNREAD to each recipient who
+  // has not read them, once per message (the dedupe key). Only the last day is scanned.
+  std::vector<store::StoredMessage> recent;
+  RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(recent, store::MessagesCreatedBetween(tx, now - absl::Hours(24 * 8), now, 2000));
+    return absl::OkStatus();
+  }, db::TxMode::kReadOnly));
+  std::map<std::string, absl::Duration> thresholds;
+  for (const auto& sm : recent) {
+    if (!thresholds.count(sm.clinic_id)) {
+      auto clinic = scheduling_.GetClinic(sm.clinic_id);
+      absl::Duration t = clinic.ok() ? FromProto(clinic->policy().unread_message_alert_after()) : absl::ZeroDuration();
+      thresholds[sm.clinic_id] = t > absl::ZeroDuration() ? t : absl::Hours(4);
+    }
+    absl::Time created = FromProto(sm.message.create_time());
+    if (now - created < thresholds[sm.clinic_id] || now - created > thresholds[sm.clinic_id] + absl::Hours(24)) continue;
+    RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+      ASSIGN_OR_RETURN(auto conv, store::GetConversation(tx, sm.clinic_id, sm.conversation_id));
+      if (!conv) return absl::OkStatus();
+      for (const auto& m : conv->value.members()) {
+        if (m.person() == sm.message.sender() || m.read_sequence() >= sm.message.sequence()) continue;
+        RETURN_IF_ERROR(Notify(tx, IdOf(m.person()),
+                               MakeNotification(v1::Notification::TYPE_MESSAGE_UNREAD, "clinics/" + sm.clinic_id,
+                                                conv->value.client(), sm.message.name(), "You have an unread message",
+                                                "A message to you has not been read yet.", sm.message.urgent()),
+                               absl::StrCat("unread:", sm.message.name()), now));
+      }
+      return absl::OkStatus();
+    }));
   }
   if (options_.on_commit) options_.on_commit();
   return absl::OkStatus();

@@ -401,5 +401,97 @@ TEST_F(MessengerTest, AdverseEventNotifiesTheCareTeamAndEscalates) {
   EXPECT_EQ(Count(NotificationsOf("th1"), v1::Notification::TYPE_ESCALATION), 0) << "the absent therapist, not yet";
 }
 
+TEST_F(MessengerTest, MessageUnreadPastTheThresholdNotifiesEachRecipientOnce) {
+  *scheduling_.clinic.mutable_policy()->mutable_unread_message_alert_after() = ToProto(absl::Hours(4));
+  ASSERT_TRUE(Send(therapist_, "client-cl1", "q-1", "how did the week go?").ok());
+  clock_.Advance(absl::Hours(1));
+  v1::MarkReadRequest read;
+  read.set_name("clinics/c01/conversations/client-cl1");
+  read.set_sequence(1);
+  read.set_request_id("cn1-read");
+  ASSERT_TRUE(messenger_->MarkRead(clinician_, read).ok());  // the clinician read it; the client did not
+  clock_.Advance(absl::Hours(2));
+  ASSERT_TRUE(messenger_->Tick().ok());
+  EXPECT_EQ(Count(NotificationsOf("cl1"), v1::Notification::TYPE_MESSAGE_UNREAD), 0) << "not yet past 4h";
+  clock_.Advance(absl::Hours(1) + absl::Minutes(1));
+  ASSERT_TRUE(messenger_->Tick().ok());
+  ASSERT_TRUE(messenger_->Tick().ok());
+  EXPECT_EQ(Count(NotificationsOf("cl1"), v1::Notification::TYPE_MESSAGE_UNREAD), 1);
+  EXPECT_EQ(Count(NotificationsOf("cn1"), v1::Notification::TYPE_MESSAGE_UNREAD), 0) << "read in time";
+  EXPECT_EQ(Count(NotificationsOf("th1"), v1::Notification::TYPE_MESSAGE_UNREAD), 0) << "the sender";
+}
+
+TEST_F(MessengerTest, RoleByOperationTable) {
+  ASSERT_TRUE(Send(therapist_, "client-cl1", "seed", "hello").ok());
+  Online("th1");
+  Principal other_client{"people/cl2", Role::kClient, {"c01"}};
+  Principal admin{"people/ad1", Role::kAdmin, {"c01"}};
+  Principal partner{"acme", Role::kPartner, {"c01"}};
+  struct Who {
+    const char* label;
+    Principal p;
+  };
+  const std::vector<Who> who = {{"client", client_},        {"therapist", therapist_}, {"clinician", clinician_},
+                                {"outsider", outsider_},    {"other-client", other_client}, {"admin", admin},
+                                {"partner", partner},       {"other-clinic", other_clinic_}};
+  const bool Y = true, N = false;
+  int n = 0;
+  struct Op {
+    const char* label;
+    std::function<absl::Status(const Principal&)> call;
+    std::vector<bool> allowed;
+  };
+  const std::vector<Op> ops = {
+      {"ListMessages(client conversation)",
+       [&](const Principal& p) {
+         v1::ListMessagesRequest r;
+         r.set_parent("clinics/c01/conversations/client-cl1");
+         return messenger_->ListMessages(p, r).status();
+       },
+       {Y, Y, Y, N, N, N, N, N}},
+      {"ListMessages(care-team conversation)",
+       [&](const Principal& p) {
+         v1::ListMessagesRequest r;
+         r.set_parent("clinics/c01/conversations/team-cl1");
+         return messenger_->ListMessages(p, r).status();
+       },
+       {N, Y, Y, N, N, N, N, N}},
+      {"SendMessage(client conversation)",
+       [&](const Principal& p) { return Send(p, "client-cl1", "role-" + std::to_string(n++), "x").status(); },
+       {Y, Y, Y, N, N, N, N, N}},
+      {"GetPresence(th1)",
+       [&](const Principal& p) {
+         v1::GetPresenceRequest r;
+         r.set_name("people/th1/presence");
+         return messenger_->GetPresence(p, r).status();
+       },
+       {Y, Y, Y, N, N, N, N, N}},
+      {"ListEscalations",
+       [&](const Principal& p) {
+         v1::ListEscalationsRequest r;
+         r.set_parent("clinics/c01");
+         return messenger_->ListEscalations(p, r).status();
+       },
+       {N, Y, Y, Y, N, Y, N, N}},
+      {"ListNotifications(people/th1)",
+       [&](const Principal& p) {
+         v1::ListNotificationsRequest r;
+         r.set_parent("people/th1");
+         return messenger_->ListNotifications(p, r).status();
+       },
+       {N, Y, N, N, N, N, N, N}},
+  };
+  for (const auto& op : ops) {
+    for (size_t i = 0; i < who.size(); ++i) {
+      absl::Status s = op.call(who[i].p);
+      if (op.allowed[i]) {
+        EXPECT_TRUE(s.ok()) << op.label << " as " << who[i].label << ": " << s;
+      } else {
+        EXPECT_EQ(s.code(), kDenied) << op.label << " as " << who[i].label << ": " << s;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace continuum::messaging

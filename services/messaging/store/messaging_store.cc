@@ -83,12 +83,20 @@ absl::StatusOr<std::vector<v1::Conversation>> ConversationsOf(db::Tx& tx, const 
       {person_id, clinic_id, int64_t{limit}, offset});
 }
 
-absl::StatusOr<std::vector<std::string>> Contacts(db::Tx& tx, const std::string& person_id) {
+absl::StatusOr<std::vector<std::string>> Contacts(db::Tx& tx, const std::string& person_id,
+                                                  const std::vector<std::string>& clinics) {
+  db::Params params = {person_id};
+  std::string in_clinics;
+  if (!clinics.empty()) {
+    in_clinics = " AND m.clinic_id IN " + InList(clinics.size(), 2);
+    for (const auto& c : clinics) params.push_back(c);
+  }
   ASSIGN_OR_RETURN(db::Rows rows,
-                   tx.Query("SELECT DISTINCT o.person_id FROM conversation_members m JOIN conversation_members o"
-                            " ON o.clinic_id = m.clinic_id AND o.conversation_id = m.conversation_id"
-                            " WHERE m.person_id = $1 AND o.person_id <> $1",
-                            {person_id}));
+                   tx.Query(absl::StrCat("SELECT DISTINCT o.person_id FROM conversation_members m JOIN conversation_members o"
+                                         " ON o.clinic_id = m.clinic_id AND o.conversation_id = m.conversation_id"
+                                         " WHERE m.person_id = $1 AND o.person_id <> $1",
+                                         in_clinics),
+                            params));
   std::vector<std::string> out;
   for (const auto& r : rows) out.push_back(r.Text(0));
   return out;
@@ -317,6 +325,19 @@ absl::Status MarkReminderSent(db::Tx& tx, const DueReminder& r) {
       .Exec("UPDATE reminders SET sent = 1 WHERE clinic_id = $1 AND appointment_id = $2 AND offset_seconds = $3",
             {r.clinic_id, r.appointment_id, r.offset_seconds})
       .status();
+}
+
+absl::StatusOr<std::vector<StoredMessage>> MessagesCreatedBetween(db::Tx& tx, absl::Time from, absl::Time to,
+                                                                  int limit) {
+  ASSIGN_OR_RETURN(db::Rows rows, tx.Query("SELECT clinic_id, conversation_id, data FROM messages"
+                                           " WHERE create_time >= $1 AND create_time < $2 ORDER BY create_time LIMIT $3",
+                                           {db::Micros(from), db::Micros(to), int64_t{limit}}));
+  std::vector<StoredMessage> out;
+  for (const auto& r : rows) {
+    ASSIGN_OR_RETURN(auto m, Parse<v1::Message>(r, 2));
+    out.push_back({r.Text(0), r.Text(1), std::move(m)});
+  }
+  return out;
 }
 
 absl::StatusOr<bool> FirstTime(db::Tx& tx, const std::string& event_id, absl::Time now) {

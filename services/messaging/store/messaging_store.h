@@ -29,8 +29,10 @@ absl::Status PutConversation(db::Tx& tx, const std::string& clinic_id, const std
 // Conversations `person_id` is a member of (optionally of one clinic / client / kind).
 absl::StatusOr<std::vector<v1::Conversation>> ConversationsOf(db::Tx& tx, const std::string& person_id,
                                                               const std::string& clinic_id, int64_t offset, int limit);
-// Everyone who shares a conversation with `person_id` (presence watchers).
-absl::StatusOr<std::vector<std::string>> Contacts(db::Tx& tx, const std::string& person_id);
+// Everyone who shares a conversation with `person_id` (presence watchers), in the given
+// clinics (all clinics when empty).
+absl::StatusOr<std::vector<std::string>> Contacts(db::Tx& tx, const std::string& person_id,
+                                                  const std::vector<std::string>& clinics = {});
 
 absl::StatusOr<std::optional<v1::Message>> GetMessageById(db::Tx& tx, const std::string& clinic_id,
                                                           const std::string& conversation_id, const std::string& message_id);
@@ -89,6 +91,13 @@ struct DueReminder {
 };
 absl::StatusOr<std::vector<DueReminder>> DueReminders(db::Tx& tx, absl::Time now, int limit);
 absl::Status MarkReminderSent(db::Tx& tx, const DueReminder& r);
+
+// Messages created in [from, to), oldest first, as (clinic id, conversation id, message).
+struct StoredMessage {
+  std::string clinic_id, conversation_id;
+  v1::Message message;
+};
+absl::StatusOr<std::vector<StoredMessage>> MessagesCreatedBetween(db::Tx& tx, absl::Time from, absl::Time to, int limit);
 
 // Events: true the first time an event id is seen.
 absl::StatusOr<bool> FirstTime(db::Tx& tx, const std::string& event_id, absl::Time now);
