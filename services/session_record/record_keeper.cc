@@ -59,6 +59,26 @@ cv1::Role RoleOf(const auth::Principal& p) {
   }
 }
 
+// An audit entry of `p` acting on `resource` for `client` ("people/{id}" or "").
+v1::AuditEntry AuditOf(const auth::Principal& p, const std::string& client, const std::string& resource,
+                       absl::string_view action, absl::Time now, const absl::Status& outcome = absl::OkStatus(),
+                       const std::string& request_id = "", const std::string& reason = "") {
+  v1::AuditEntry e;
+  *e.mutable_occur_time() = ToProto(now);
+  e.set_actor(p.subject);
+  e.set_actor_role(RoleOf(p));
+  e.set_on_behalf_of(client);
+  e.set_resource(resource);
+  e.set_action(std::string(action));
+  e.set_outcome(outcome.ok() ? v1::AuditEntry::OUTCOME_SUCCESS
+                : outcome.code() == absl::StatusCode::kPermissionDenied ? v1::AuditEntry::OUTCOME_DENIED
+                                                                        : v1::AuditEntry::OUTCOME_FAILED);
+  e.set_error_reason(outcome.ok() ? "" : ErrorReason(outcome));
+  e.set_request_id(request_id);
+  e.set_reason(reason);
+  return e;
+}
+
 std::string EtagOf(const v1::SessionRecord& r) { return absl::StrCat("\"v", r.version(), "\""); }
 
 // States in which each kind of write is allowed (the table on SessionRecord).
@@ -187,19 +207,8 @@ absl::Status CareTeamOnly(const RecordKeeper::Relation& who) {
 absl::Status RecordKeeper::Audit(const P& p, const std::string& clinic_id, const std::string& client_id,
                                  const std::string& resource, const char* action, const absl::Status& outcome,
                                  const std::string& request_id, const std::string& reason) {
-  v1::AuditEntry e;
-  *e.mutable_occur_time() = ToProto(clock_.Now());
-  e.set_actor(p.subject);
-  e.set_actor_role(RoleOf(p));
-  e.set_on_behalf_of(client_id.empty() ? "" : "people/" + client_id);
-  e.set_resource(resource);
-  e.set_action(action);
-  e.set_outcome(outcome.ok() ? v1::AuditEntry::OUTCOME_SUCCESS
-                : outcome.code() == absl::StatusCode::kPermissionDenied ? v1::AuditEntry::OUTCOME_DENIED
-                                                                        : v1::AuditEntry::OUTCOME_FAILED);
-  e.set_error_reason(outcome.ok() ? "" : ErrorReason(outcome));
-  e.set_request_id(request_id);
-  e.set_reason(reason);
+  v1::AuditEntry e = AuditOf(p, client_id.empty() ? "" : "people/" + client_id, resource, action, clock_.Now(), outcome,
+                             request_id, reason);
   return db_.InTransaction([&](db::Tx& tx) { return AppendAudit(tx, clinic_id, e); }, db::TxMode::kReadWrite, 5);
 }
 
@@ -251,17 +260,8 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
         *record.mutable_update_time() = ToProto(now);
         record.set_etag(EtagOf(record));
         RETURN_IF_ERROR(store::AppendVersion(tx, ids[0], ids[1], record, p.subject, action, change.reason));
-        v1::AuditEntry audit;
-        *audit.mutable_occur_time() = ToProto(now);
-        audit.set_actor(p.subject);
-        audit.set_actor_role(RoleOf(p));
-        audit.set_on_behalf_of(record.client());
-        audit.set_resource(name);
-        audit.set_action(action);
-        audit.set_outcome(v1::AuditEntry::OUTCOME_SUCCESS);
-        audit.set_request_id(request_id);
-        audit.set_reason(change.reason);
-        RETURN_IF_ERROR(AppendAudit(tx, ids[0], audit));
+        RETURN_IF_ERROR(AppendAudit(
+            tx, ids[0], AuditOf(p, record.client(), name, action, now, absl::OkStatus(), request_id, change.reason)));
         for (auto& event : change.events) {
           std::string type;
           if (const auto* f = event.GetReflection()->GetOneofFieldDescriptor(
@@ -325,16 +325,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::CreateSessionRecord(const P& p, 
         *rec.mutable_create_time() = *rec.mutable_update_time() = ToProto(now);
         rec.set_etag(EtagOf(rec));
         RETURN_IF_ERROR(store::AppendVersion(tx, parent[0], appt_ids[1], rec, p.subject, "CreateSessionRecord", ""));
-        v1::AuditEntry audit;
-        *audit.mutable_occur_time() = ToProto(now);
-        audit.set_actor(p.subject);
-        audit.set_actor_role(RoleOf(p));
-        audit.set_on_behalf_of(rec.client());
-        audit.set_resource(name);
-        audit.set_action("CreateSessionRecord");
-        audit.set_outcome(v1::AuditEntry::OUTCOME_SUCCESS);
-        audit.set_request_id(r.request_id());
-        RETURN_IF_ERROR(AppendAudit(tx, parent[0], audit));
+        RETURN_IF_ERROR(AppendAudit(tx, parent[0], AuditOf(p, rec.client(), name, "CreateSessionRecord", now, absl::OkStatus(), r.request_id())));
         return rec;
       });
   if (!created.ok() && created.status().code() != absl::StatusCode::kInvalidArgument) {
@@ -373,15 +364,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::GetSessionRecord(const P& p, con
   RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
     ASSIGN_OR_RETURN(out, store::GetRecord(tx, ids[0], ids[1], r.version()));
     if (!out) return NotFound(absl::StrCat(r.name(), " version ", r.version()));
-    v1::AuditEntry audit;
-    *audit.mutable_occur_time() = ToProto(clock_.Now());
-    audit.set_actor(p.subject);
-    audit.set_actor_role(RoleOf(p));
-    audit.set_on_behalf_of(latest->client());
-    audit.set_resource(r.version() > 0 ? absl::StrCat(r.name(), "@", r.version()) : r.name());
-    audit.set_action("GetSessionRecord");
-    audit.set_outcome(v1::AuditEntry::OUTCOME_SUCCESS);
-    return AppendAudit(tx, ids[0], audit);
+    return AppendAudit(tx, ids[0], AuditOf(p, latest->client(), r.version() > 0 ? absl::StrCat(r.name(), "@", r.version()) : r.name(), "GetSessionRecord", clock_.Now()));
   }, db::TxMode::kReadWrite, 5));
   return *out;
 }
@@ -413,15 +396,7 @@ absl::StatusOr<v1::ListSessionRecordsResponse> RecordKeeper::ListSessionRecords(
     ASSIGN_OR_RETURN(auto list, store::ListRecords(tx, ids[0], {client[0]}, states, offset, size + 1));
     for (size_t i = 0; i < list.size() && i < static_cast<size_t>(size); ++i) *out.add_session_records() = list[i];
     if (list.size() > static_cast<size_t>(size)) out.set_next_page_token(api::MakePageToken(offset + size, r));
-    v1::AuditEntry audit;
-    *audit.mutable_occur_time() = ToProto(clock_.Now());
-    audit.set_actor(p.subject);
-    audit.set_actor_role(RoleOf(p));
-    audit.set_on_behalf_of(r.client());
-    audit.set_resource(r.parent());
-    audit.set_action("ListSessionRecords");
-    audit.set_outcome(v1::AuditEntry::OUTCOME_SUCCESS);
-    return AppendAudit(tx, ids[0], audit);
+    return AppendAudit(tx, ids[0], AuditOf(p, r.client(), r.parent(), "ListSessionRecords", clock_.Now()));
   }, db::TxMode::kReadWrite, 5));
   return out;
 }
@@ -910,16 +885,7 @@ absl::StatusOr<v1::JournalEntry> RecordKeeper::CreateJournalEntry(const P& p, co
         out.set_client(PersonName(p));
         *out.mutable_create_time() = ToProto(clock_.Now());
         RETURN_IF_ERROR(store::InsertJournal(tx, ids[0], id, PersonId(p), out));
-        v1::AuditEntry audit;
-        *audit.mutable_occur_time() = out.create_time();
-        audit.set_actor(p.subject);
-        audit.set_actor_role(RoleOf(p));
-        audit.set_on_behalf_of(out.client());
-        audit.set_resource(out.name());
-        audit.set_action("CreateJournalEntry");
-        audit.set_outcome(v1::AuditEntry::OUTCOME_SUCCESS);
-        audit.set_request_id(r.request_id());
-        RETURN_IF_ERROR(AppendAudit(tx, ids[0], audit));
+        RETURN_IF_ERROR(AppendAudit(tx, ids[0], AuditOf(p, out.client(), out.name(), "CreateJournalEntry", FromProto(out.create_time()), absl::OkStatus(), r.request_id())));
         return out;
       });
 }
@@ -944,15 +910,7 @@ absl::StatusOr<v1::ListJournalEntriesResponse> RecordKeeper::ListJournalEntries(
     ASSIGN_OR_RETURN(auto list, store::ListJournal(tx, ids[0], client, /*shared_only=*/!who.client_self, offset, size + 1));
     for (size_t i = 0; i < list.size() && i < static_cast<size_t>(size); ++i) *out.add_journal_entries() = list[i];
     if (list.size() > static_cast<size_t>(size)) out.set_next_page_token(api::MakePageToken(offset + size, r));
-    v1::AuditEntry audit;
-    *audit.mutable_occur_time() = ToProto(clock_.Now());
-    audit.set_actor(p.subject);
-    audit.set_actor_role(RoleOf(p));
-    audit.set_on_behalf_of("people/" + client);
-    audit.set_resource(r.parent() + "/journalEntries");
-    audit.set_action("ListJournalEntries");
-    audit.set_outcome(v1::AuditEntry::OUTCOME_SUCCESS);
-    return AppendAudit(tx, ids[0], audit);
+    return AppendAudit(tx, ids[0], AuditOf(p, "people/" + client, r.parent() + "/journalEntries", "ListJournalEntries", clock_.Now()));
   }, db::TxMode::kReadWrite, 5));
   return out;
 }
@@ -1019,15 +977,7 @@ absl::StatusOr<v1::ExportFhirBundleResponse> RecordKeeper::ExportFhirBundle(cons
     for (const auto& rec : records) {
       ASSIGN_OR_RETURN(versions[rec.name()], store::ListVersions(tx, ids[0], IdOf(rec.name()), 0, 10000));
     }
-    v1::AuditEntry audit;
-    *audit.mutable_occur_time() = ToProto(clock_.Now());
-    audit.set_actor(p.subject);
-    audit.set_actor_role(RoleOf(p));
-    audit.set_on_behalf_of(r.client());
-    audit.set_resource(r.parent());
-    audit.set_action("ExportFhirBundle");
-    audit.set_outcome(v1::AuditEntry::OUTCOME_SUCCESS);
-    return AppendAudit(tx, ids[0], audit);
+    return AppendAudit(tx, ids[0], AuditOf(p, r.client(), r.parent(), "ExportFhirBundle", clock_.Now()));
   }, db::TxMode::kReadWrite, 5));
   v1::ExportFhirBundleResponse out;
   out.set_content_type("application/fhir+json");
