@@ -74,6 +74,12 @@ absl::StatusOr<int64_t> Database::Exec(absl::string_view sql, const Params& para
   return changed;
 }
 
+std::string Placeholders(size_t count, size_t first) {
+  std::string out = "(";
+  for (size_t i = 0; i < count; ++i) absl::StrAppend(&out, i ? ", $" : "$", first + i);
+  return out + ")";
+}
+
 std::string ExpandDialect(absl::string_view sql, Backend backend) {
   bool pg = backend == Backend::kPostgres;
   return absl::StrReplaceAll(

@@ -103,6 +103,9 @@ struct Options {
 
 absl::StatusOr<std::unique_ptr<Database>> Open(const Options& options);
 
+// "($first, $first+1, ...)" with `count` parameters, for an IN list.
+std::string Placeholders(size_t count, size_t first);
+
 // Migration spelling that differs by backend, written as {{NAME}} in .sql files:
 //   {{AUTOINCREMENT_PK}} -> "INTEGER PRIMARY KEY AUTOINCREMENT" | "BIGSERIAL PRIMARY KEY"
 //   {{BLOB}}             -> "BLOB" | "BYTEA"

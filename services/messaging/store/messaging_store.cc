@@ -2,35 +2,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/db/proto_rows.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 
 namespace continuum::messaging::store {
 namespace {
-
-template <typename T>
-absl::StatusOr<T> Parse(const db::Row& row, size_t col) {
-  T value;
-  if (!value.ParseFromString(row.Bytes(col))) return absl::DataLossError("stored row does not parse");
-  return value;
-}
-
-template <typename T>
-absl::StatusOr<std::vector<T>> Many(db::Tx& tx, absl::string_view sql, const db::Params& params) {
-  ASSIGN_OR_RETURN(db::Rows rows, tx.Query(sql, params));
-  std::vector<T> out;
-  for (const auto& row : rows) {
-    ASSIGN_OR_RETURN(T v, Parse<T>(row, 0));
-    out.push_back(std::move(v));
-  }
-  return out;
-}
-
-std::string InList(size_t n, size_t first) {
-  std::vector<std::string> ps;
-  for (size_t i = 0; i < n; ++i) ps.push_back(absl::StrCat("$", first + i));
-  return "(" + absl::StrJoin(ps, ", ") + ")";
-}
 
 db::Blob Bytes(const google::protobuf::Message& m) { return db::Blob{m.SerializeAsString()}; }
 std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
@@ -43,7 +20,7 @@ absl::StatusOr<std::optional<Stored<v1::Conversation>>> GetConversation(db::Tx& 
                                            " AND conversation_id = $2",
                                            {clinic_id, id}));
   if (rows.empty()) return std::nullopt;
-  ASSIGN_OR_RETURN(auto c, Parse<v1::Conversation>(rows[0], 0));
+  ASSIGN_OR_RETURN(auto c, db::ParseProto<v1::Conversation>(rows[0], 0));
   return Stored<v1::Conversation>{std::move(c), rows[0].Int(1)};
 }
 
@@ -75,7 +52,7 @@ absl::Status PutConversation(db::Tx& tx, const std::string& clinic_id, const std
 
 absl::StatusOr<std::vector<v1::Conversation>> ConversationsOf(db::Tx& tx, const std::string& person_id,
                                                               const std::string& clinic_id, int64_t offset, int limit) {
-  return Many<v1::Conversation>(
+  return db::QueryProtos<v1::Conversation>(
       tx,
       "SELECT c.data FROM conversations c JOIN conversation_members m ON m.clinic_id = c.clinic_id"
       " AND m.conversation_id = c.conversation_id WHERE m.person_id = $1 AND ($2 = '' OR c.clinic_id = $2)"
@@ -88,7 +65,7 @@ absl::StatusOr<std::vector<std::string>> Contacts(db::Tx& tx, const std::string&
   db::Params params = {person_id};
   std::string in_clinics;
   if (!clinics.empty()) {
-    in_clinics = " AND m.clinic_id IN " + InList(clinics.size(), 2);
+    in_clinics = " AND m.clinic_id IN " + db::Placeholders(clinics.size(), 2);
     for (const auto& c : clinics) params.push_back(c);
   }
   ASSIGN_OR_RETURN(db::Rows rows,
@@ -109,7 +86,7 @@ absl::StatusOr<std::optional<v1::Message>> GetMessageById(db::Tx& tx, const std:
                                            " AND message_id = $3",
                                            {clinic_id, conversation_id, message_id}));
   if (rows.empty()) return std::nullopt;
-  return Parse<v1::Message>(rows[0], 0);
+  return db::ParseProto<v1::Message>(rows[0], 0);
 }
 
 absl::Status InsertMessage(db::Tx& tx, const std::string& clinic_id, const std::string& conversation_id,
@@ -124,7 +101,7 @@ absl::Status InsertMessage(db::Tx& tx, const std::string& clinic_id, const std::
 
 absl::StatusOr<std::vector<v1::Message>> ListMessages(db::Tx& tx, const std::string& clinic_id,
                                                       const std::string& conversation_id, int64_t after, int limit) {
-  return Many<v1::Message>(tx,
+  return db::QueryProtos<v1::Message>(tx,
                            "SELECT data FROM messages WHERE clinic_id = $1 AND conversation_id = $2 AND sequence > $3"
                            " ORDER BY sequence LIMIT $4",
                            {clinic_id, conversation_id, after, int64_t{limit}});
@@ -154,7 +131,7 @@ absl::StatusOr<std::optional<v1::Notification>> GetNotification(db::Tx& tx, cons
   ASSIGN_OR_RETURN(db::Rows rows, tx.Query("SELECT data FROM notifications WHERE person_id = $1 AND notification_id = $2",
                                            {person_id, id}));
   if (rows.empty()) return std::nullopt;
-  return Parse<v1::Notification>(rows[0], 0);
+  return db::ParseProto<v1::Notification>(rows[0], 0);
 }
 
 absl::Status UpdateNotification(db::Tx& tx, const std::string& person_id, const std::string& id,
@@ -171,10 +148,10 @@ absl::StatusOr<std::vector<v1::Notification>> ListNotifications(db::Tx& tx, cons
   db::Params params = {person_id, int64_t{limit}, offset};
   std::string extra;
   if (!states.empty()) {
-    extra = " AND state IN " + InList(states.size(), 4);
+    extra = " AND state IN " + db::Placeholders(states.size(), 4);
     for (int s : states) params.push_back(int64_t{s});
   }
-  return Many<v1::Notification>(tx,
+  return db::QueryProtos<v1::Notification>(tx,
                                 absl::StrCat("SELECT data FROM notifications WHERE person_id = $1", extra,
                                              " ORDER BY create_time DESC, notification_id LIMIT $2 OFFSET $3"),
                                 params);
@@ -186,7 +163,7 @@ absl::StatusOr<std::optional<Stored<v1::Escalation>>> GetEscalation(db::Tx& tx, 
                                            " AND escalation_id = $2",
                                            {clinic_id, id}));
   if (rows.empty()) return std::nullopt;
-  ASSIGN_OR_RETURN(auto e, Parse<v1::Escalation>(rows[0], 0));
+  ASSIGN_OR_RETURN(auto e, db::ParseProto<v1::Escalation>(rows[0], 0));
   return Stored<v1::Escalation>{std::move(e), rows[0].Int(1)};
 }
 
@@ -214,10 +191,10 @@ absl::StatusOr<std::vector<v1::Escalation>> ListEscalations(db::Tx& tx, const st
   db::Params params = {clinic_id, client_id, int64_t{limit}, offset};
   std::string extra;
   if (!states.empty()) {
-    extra = " AND state IN " + InList(states.size(), 5);
+    extra = " AND state IN " + db::Placeholders(states.size(), 5);
     for (int s : states) params.push_back(int64_t{s});
   }
-  return Many<v1::Escalation>(
+  return db::QueryProtos<v1::Escalation>(
       tx,
       absl::StrCat("SELECT data FROM escalations WHERE clinic_id = $1 AND ($2 = '' OR client_id = $2)", extra,
                    " ORDER BY create_time DESC, escalation_id LIMIT $3 OFFSET $4"),
@@ -230,7 +207,7 @@ absl::StatusOr<std::vector<std::pair<std::string, v1::Escalation>>> DueEscalatio
                                            {int64_t{v1::Escalation::STATE_OPEN}, db::Micros(now)}));
   std::vector<std::pair<std::string, v1::Escalation>> out;
   for (const auto& r : rows) {
-    ASSIGN_OR_RETURN(auto e, Parse<v1::Escalation>(r, 1));
+    ASSIGN_OR_RETURN(auto e, db::ParseProto<v1::Escalation>(r, 1));
     out.emplace_back(r.Text(0), std::move(e));
   }
   return out;
@@ -334,7 +311,7 @@ absl::StatusOr<std::vector<StoredMessage>> MessagesCreatedBetween(db::Tx& tx, ab
                                            {db::Micros(from), db::Micros(to), int64_t{limit}}));
   std::vector<StoredMessage> out;
   for (const auto& r : rows) {
-    ASSIGN_OR_RETURN(auto m, Parse<v1::Message>(r, 2));
+    ASSIGN_OR_RETURN(auto m, db::ParseProto<v1::Message>(r, 2));
     out.push_back({r.Text(0), r.Text(1), std::move(m)});
   }
   return out;

@@ -3,40 +3,20 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/outbox/outbox.h"
+#include "common/db/proto_rows.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 
 namespace continuum::scheduling {
 namespace {
 
-template <typename T>
-absl::StatusOr<T> Parse(const db::Row& row, size_t col) {
-  T value;
-  if (!value.ParseFromString(row.Bytes(col))) {
-    return absl::DataLossError(absl::StrCat("stored ", T::descriptor()->name(), " does not parse"));
-  }
-  return value;
-}
-
 // Reads (data, revision) rows as Stored<T>.
 template <typename T>
 absl::StatusOr<std::optional<Stored<T>>> One(db::Tx& tx, absl::string_view sql, const db::Params& params) {
   ASSIGN_OR_RETURN(db::Rows rows, tx.Query(sql, params));
   if (rows.empty()) return std::nullopt;
-  ASSIGN_OR_RETURN(T value, Parse<T>(rows[0], 0));
+  ASSIGN_OR_RETURN(T value, db::ParseProto<T>(rows[0], 0));
   return Stored<T>{std::move(value), rows[0].Int(1)};
-}
-
-template <typename T>
-absl::StatusOr<std::vector<T>> Many(db::Tx& tx, absl::string_view sql, const db::Params& params) {
-  ASSIGN_OR_RETURN(db::Rows rows, tx.Query(sql, params));
-  std::vector<T> out;
-  out.reserve(rows.size());
-  for (const auto& row : rows) {
-    ASSIGN_OR_RETURN(T value, Parse<T>(row, 0));
-    out.push_back(std::move(value));
-  }
-  return out;
 }
 
 db::Blob Bytes(const google::protobuf::Message& m) { return db::Blob{m.SerializeAsString()}; }
@@ -52,13 +32,6 @@ absl::Status Changed(absl::StatusOr<int64_t> n, absl::string_view what) {
   return absl::OkStatus();
 }
 
-// "($1, $2, ...)" placeholders for an IN list starting at parameter `first`.
-std::string InList(size_t count, size_t first) {
-  std::vector<std::string> ps;
-  for (size_t i = 0; i < count; ++i) ps.push_back(absl::StrCat("$", first + i));
-  return absl::StrCat("(", absl::StrJoin(ps, ", "), ")");
-}
-
 int64_t Minute(absl::Time t) { return absl::ToUnixSeconds(t) / 60; }
 
 }  // namespace
@@ -72,14 +45,14 @@ absl::StatusOr<std::optional<Stored<v1::Clinic>>> SchedulingStore::GetClinic(con
 absl::StatusOr<std::vector<v1::Clinic>> SchedulingStore::ListClinics(const std::vector<std::string>& ids,
                                                                      bool all, int64_t offset, int limit) {
   if (all) {
-    return Many<v1::Clinic>(tx_, "SELECT data FROM clinics ORDER BY clinic_id LIMIT $1 OFFSET $2",
+    return db::QueryProtos<v1::Clinic>(tx_, "SELECT data FROM clinics ORDER BY clinic_id LIMIT $1 OFFSET $2",
                             {int64_t{limit}, offset});
   }
   if (ids.empty()) return std::vector<v1::Clinic>{};
   db::Params params = {int64_t{limit}, offset};
   for (const auto& id : ids) params.push_back(id);
-  return Many<v1::Clinic>(tx_,
-                          absl::StrCat("SELECT data FROM clinics WHERE clinic_id IN ", InList(ids.size(), 3),
+  return db::QueryProtos<v1::Clinic>(tx_,
+                          absl::StrCat("SELECT data FROM clinics WHERE clinic_id IN ", db::Placeholders(ids.size(), 3),
                                        " ORDER BY clinic_id LIMIT $1 OFFSET $2"),
                           params);
 }
@@ -136,7 +109,7 @@ absl::StatusOr<cv1::Role> SchedulingStore::RoleIn(const std::string& clinic_id, 
 
 absl::StatusOr<std::vector<v1::Person>> SchedulingStore::ListMembers(const std::string& clinic_id, cv1::Role role,
                                                                      int64_t offset, int limit) {
-  return Many<v1::Person>(
+  return db::QueryProtos<v1::Person>(
       tx_,
       "SELECT p.data FROM people p JOIN memberships m ON m.person_id = p.person_id"
       " WHERE m.clinic_id = $1 AND ($2 = 0 OR m.role = $2) ORDER BY p.person_id LIMIT $3 OFFSET $4",
@@ -195,7 +168,7 @@ absl::StatusOr<bool> SchedulingStore::OnCareTeam(const std::string& clinic_id, c
 absl::StatusOr<std::vector<v1::CareTeam>> SchedulingStore::ListCareTeams(const std::string& clinic_id,
                                                                          const std::string& member_id,
                                                                          int64_t offset, int limit) {
-  return Many<v1::CareTeam>(
+  return db::QueryProtos<v1::CareTeam>(
       tx_,
       "SELECT t.data FROM care_teams t WHERE t.clinic_id = $1 AND ($2 = '' OR EXISTS ("
       " SELECT 1 FROM care_team_members m WHERE m.clinic_id = t.clinic_id AND m.client_id = t.client_id"
@@ -239,10 +212,10 @@ absl::StatusOr<std::vector<v1::Program>> SchedulingStore::ListPrograms(const std
   db::Params params = {clinic_id, client_id, member_id, int64_t{limit}, offset};
   std::string state_filter;
   if (!states.empty()) {
-    state_filter = absl::StrCat(" AND p.state IN ", InList(states.size(), params.size() + 1));
+    state_filter = absl::StrCat(" AND p.state IN ", db::Placeholders(states.size(), params.size() + 1));
     for (int s : states) params.push_back(int64_t{s});
   }
-  return Many<v1::Program>(
+  return db::QueryProtos<v1::Program>(
       tx_,
       absl::StrCat("SELECT p.data FROM programs p WHERE p.clinic_id = $1 AND ($2 = '' OR p.client_id = $2)"
                    " AND ($3 = '' OR EXISTS (SELECT 1 FROM care_team_members m WHERE m.clinic_id = p.clinic_id"
@@ -326,14 +299,14 @@ absl::StatusOr<std::vector<v1::Appointment>> SchedulingStore::ListAppointments(c
                        f.offset};
   std::string extra;
   if (!f.kinds.empty()) {
-    absl::StrAppend(&extra, " AND a.kind IN ", InList(f.kinds.size(), params.size() + 1));
+    absl::StrAppend(&extra, " AND a.kind IN ", db::Placeholders(f.kinds.size(), params.size() + 1));
     for (int k : f.kinds) params.push_back(int64_t{k});
   }
   if (!f.states.empty()) {
-    absl::StrAppend(&extra, " AND a.state IN ", InList(f.states.size(), params.size() + 1));
+    absl::StrAppend(&extra, " AND a.state IN ", db::Placeholders(f.states.size(), params.size() + 1));
     for (int s : f.states) params.push_back(int64_t{s});
   }
-  return Many<v1::Appointment>(
+  return db::QueryProtos<v1::Appointment>(
       tx_,
       absl::StrCat(
           "SELECT a.data FROM appointments a WHERE a.clinic_id = $1 AND ($2 = '' OR a.client_id = $2)"
@@ -428,10 +401,10 @@ absl::StatusOr<std::vector<v1::WaitlistEntry>> SchedulingStore::ListWaitlistEntr
   db::Params params = {clinic_id, client_id, int64_t{limit}, offset};
   std::string extra;
   if (!states.empty()) {
-    extra = absl::StrCat(" AND state IN ", InList(states.size(), params.size() + 1));
+    extra = absl::StrCat(" AND state IN ", db::Placeholders(states.size(), params.size() + 1));
     for (int s : states) params.push_back(int64_t{s});
   }
-  return Many<v1::WaitlistEntry>(
+  return db::QueryProtos<v1::WaitlistEntry>(
       tx_,
       absl::StrCat("SELECT data FROM waitlist_entries WHERE clinic_id = $1 AND ($2 = '' OR client_id = $2)", extra,
                    " ORDER BY create_time, entry_id LIMIT $3 OFFSET $4"),
@@ -445,7 +418,7 @@ absl::StatusOr<std::vector<std::pair<std::string, v1::WaitlistEntry>>> Schedulin
                                             {int64_t{state}, int64_t{limit}}));
   std::vector<std::pair<std::string, v1::WaitlistEntry>> out;
   for (const auto& row : rows) {
-    ASSIGN_OR_RETURN(auto e, Parse<v1::WaitlistEntry>(row, 1));
+    ASSIGN_OR_RETURN(auto e, db::ParseProto<v1::WaitlistEntry>(row, 1));
     out.emplace_back(row.Text(0), std::move(e));
   }
   return out;

@@ -2,25 +2,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/db/proto_rows.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 #include "common/time/proto_time.h"
 
 namespace continuum::records::store {
 namespace {
-
-template <typename T>
-absl::StatusOr<T> Parse(const db::Row& row, size_t col) {
-  T value;
-  if (!value.ParseFromString(row.Bytes(col))) return absl::DataLossError("stored record does not parse");
-  return value;
-}
-
-std::string Placeholders(size_t n, size_t first) {
-  std::vector<std::string> ps;
-  for (size_t i = 0; i < n; ++i) ps.push_back(absl::StrCat("$", first + i));
-  return absl::StrCat("(", absl::StrJoin(ps, ", "), ")");
-}
 
 }  // namespace
 
@@ -36,7 +24,7 @@ absl::StatusOr<std::optional<v1::SessionRecord>> GetRecord(db::Tx& tx, const std
                      " WHERE r.clinic_id = $1 AND r.record_id = $2",
                      {clinic_id, record_id}));
   if (rows.empty()) return std::nullopt;
-  return Parse<v1::SessionRecord>(rows[0], 0);
+  return db::ParseProto<v1::SessionRecord>(rows[0], 0);
 }
 
 absl::Status AppendVersion(db::Tx& tx, const std::string& clinic_id, const std::string& record_id,
@@ -97,11 +85,11 @@ absl::StatusOr<std::vector<v1::SessionRecord>> ListRecords(db::Tx& tx, const std
   db::Params params = {clinic_id, int64_t{limit}, offset};
   std::string where;
   if (!client_ids.empty()) {
-    where += " AND r.client_id IN " + Placeholders(client_ids.size(), params.size() + 1);
+    where += " AND r.client_id IN " + db::Placeholders(client_ids.size(), params.size() + 1);
     for (const auto& c : client_ids) params.push_back(c);
   }
   if (!states.empty()) {
-    where += " AND r.state IN " + Placeholders(states.size(), params.size() + 1);
+    where += " AND r.state IN " + db::Placeholders(states.size(), params.size() + 1);
     for (int s : states) params.push_back(int64_t{s});
   }
   ASSIGN_OR_RETURN(db::Rows rows,
@@ -112,7 +100,7 @@ absl::StatusOr<std::vector<v1::SessionRecord>> ListRecords(db::Tx& tx, const std
                             params));
   std::vector<v1::SessionRecord> out;
   for (const auto& row : rows) {
-    ASSIGN_OR_RETURN(auto r, Parse<v1::SessionRecord>(row, 0));
+    ASSIGN_OR_RETURN(auto r, db::ParseProto<v1::SessionRecord>(row, 0));
     out.push_back(std::move(r));
   }
   return out;
@@ -138,7 +126,7 @@ absl::StatusOr<std::vector<v1::JournalEntry>> ListJournal(db::Tx& tx, const std:
                              int64_t{limit}, offset}));
   std::vector<v1::JournalEntry> out;
   for (const auto& row : rows) {
-    ASSIGN_OR_RETURN(auto e, Parse<v1::JournalEntry>(row, 0));
+    ASSIGN_OR_RETURN(auto e, db::ParseProto<v1::JournalEntry>(row, 0));
     out.push_back(std::move(e));
   }
   return out;
