@@ -9,8 +9,7 @@
 
 int main(int argc, char** argv) {
   using namespace continuum;
-  std::string scheduling_address, service_token_file;
-  absl::Duration scheduling_deadline;
+  scheduling::SchedulingClientConfig scheduling_config;
   ServiceDefinition def;
   def.name = "messaging";
   def.binary = "continuum-messaging";
@@ -18,12 +17,8 @@ int main(int argc, char** argv) {
   def.default_metrics_port = 9103;
   def.migrations = messaging::Migrations();
   def.read_config = [&](ConfigSource& c) {
-    scheduling_address = c.String("scheduling-address", "127.0.0.1:7001", "scheduling service host:port");
-    scheduling_deadline = c.Duration("scheduling-deadline", absl::Seconds(3), "deadline of each call to scheduling");
-    service_token_file = c.String("service-token-file", "",
-                                  "this service's token for calling scheduling; empty = mint one with the HS256 secret");
+    scheduling_config = scheduling::ReadSchedulingClientConfig(c);
   };
-  std::unique_ptr<auth::ServiceTokenSource> tokens;
   std::unique_ptr<scheduling::SchedulingClient> scheduling;
   std::unique_ptr<messaging::PresenceStore> presence;
   std::unique_ptr<messaging::LiveHub> hub;
@@ -31,12 +26,9 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<redis::StreamConsumer>> consumers;
   def.build = [&](Runtime& rt)
       -> absl::StatusOr<std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>> {
-    tokens = std::make_unique<auth::ServiceTokenSource>("continuum-messaging", rt.config.jwt, service_token_file,
-                                                        RealClock::Get());
-    auto creds = auth::MakeChannelCredentials(rt.config.server.tls);
-    if (!creds.ok()) return creds.status();
-    scheduling = scheduling::NewGrpcSchedulingClient(grpc::CreateChannel(scheduling_address, *creds), tokens.get(),
-                                                     scheduling_deadline);
+    auto connected = scheduling::ConnectScheduling(scheduling_config, rt.config, "continuum-messaging");
+    if (!connected.ok()) return connected.status();
+    scheduling = std::move(*connected);
     presence = std::make_unique<messaging::PresenceStore>(*rt.redis, RealClock::Get());
     hub = std::make_unique<messaging::LiveHub>(rt.redis->options(), *rt.redis, rt.host->executor());
     outbox::Relay* relay = rt.relay.get();

@@ -5,8 +5,7 @@
 
 int main(int argc, char** argv) {
   using namespace continuum;
-  std::string scheduling_address, service_token_file;
-  absl::Duration scheduling_deadline;
+  scheduling::SchedulingClientConfig scheduling_config;
   ServiceDefinition def;
   def.name = "session_record";
   def.binary = "continuum-session-record";
@@ -14,23 +13,16 @@ int main(int argc, char** argv) {
   def.default_metrics_port = 9102;
   def.migrations = session_record::Migrations();
   def.read_config = [&](ConfigSource& c) {
-    scheduling_address = c.String("scheduling-address", "127.0.0.1:7001", "scheduling service host:port");
-    scheduling_deadline = c.Duration("scheduling-deadline", absl::Seconds(3), "deadline of each call to scheduling");
-    service_token_file = c.String("service-token-file", "",
-                                  "this service's token for calling scheduling; empty = mint one with the HS256 secret");
+    scheduling_config = scheduling::ReadSchedulingClientConfig(c);
   };
   // Kept alive until main returns (the server is shut down before they go).
-  std::unique_ptr<auth::ServiceTokenSource> tokens;
   std::unique_ptr<scheduling::SchedulingClient> scheduling;
   std::unique_ptr<records::RecordKeeper> keeper;
   def.build = [&](Runtime& rt)
       -> absl::StatusOr<std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>> {
-    tokens = std::make_unique<auth::ServiceTokenSource>("continuum-session-record", rt.config.jwt,
-                                                        service_token_file, RealClock::Get());
-    auto creds = auth::MakeChannelCredentials(rt.config.server.tls);
-    if (!creds.ok()) return creds.status();
-    scheduling = scheduling::NewGrpcSchedulingClient(grpc::CreateChannel(scheduling_address, *creds), tokens.get(),
-                                                  scheduling_deadline);
+    auto connected = scheduling::ConnectScheduling(scheduling_config, rt.config, "continuum-session-record");
+    if (!connected.ok()) return connected.status();
+    scheduling = std::move(*connected);
     outbox::Relay* relay = rt.relay.get();
     keeper = std::make_unique<records::RecordKeeper>(
         *rt.db, RealClock::Get(), *scheduling, records::RecordKeeper::Options{.on_commit = [relay] { relay->Notify(); }});

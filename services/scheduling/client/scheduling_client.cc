@@ -10,8 +10,9 @@ namespace {
 class GrpcSchedulingClient final : public SchedulingClient {
  public:
   GrpcSchedulingClient(std::shared_ptr<grpc::Channel> channel, auth::ServiceTokenSource* tokens,
-                       absl::Duration deadline)
-      : stub_(sv1::SchedulingService::NewStub(channel)), tokens_(tokens), deadline_(deadline) {}
+                       absl::Duration deadline, std::unique_ptr<auth::ServiceTokenSource> owned = nullptr)
+      : stub_(sv1::SchedulingService::NewStub(channel)), owned_tokens_(std::move(owned)),
+        tokens_(owned_tokens_ ? owned_tokens_.get() : tokens), deadline_(deadline) {}
 
   absl::StatusOr<sv1::Appointment> GetAppointment(const std::string& name) override {
     sv1::GetAppointmentRequest r;
@@ -79,6 +80,7 @@ class GrpcSchedulingClient final : public SchedulingClient {
   }
 
   std::unique_ptr<sv1::SchedulingService::Stub> stub_;
+  std::unique_ptr<auth::ServiceTokenSource> owned_tokens_;
   auth::ServiceTokenSource* tokens_;
   absl::Duration deadline_;
 };
@@ -88,6 +90,24 @@ class GrpcSchedulingClient final : public SchedulingClient {
 std::unique_ptr<SchedulingClient> NewGrpcSchedulingClient(std::shared_ptr<grpc::Channel> channel,
                                                           auth::ServiceTokenSource* tokens, absl::Duration deadline) {
   return std::make_unique<GrpcSchedulingClient>(std::move(channel), tokens, deadline);
+}
+
+SchedulingClientConfig ReadSchedulingClientConfig(ConfigSource& c) {
+  SchedulingClientConfig out;
+  out.address = c.String("scheduling-address", "127.0.0.1:7001", "scheduling service host:port");
+  out.deadline = c.Duration("scheduling-deadline", absl::Seconds(3), "deadline of each call to scheduling");
+  out.token_file = c.String("service-token-file", "",
+                            "this service's token for calling scheduling; empty = mint one with the HS256 secret");
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<SchedulingClient>> ConnectScheduling(const SchedulingClientConfig& config,
+                                                                    const CommonConfig& common,
+                                                                    const std::string& subject) {
+  ASSIGN_OR_RETURN(auto creds, auth::MakeChannelCredentials(common.server.tls));
+  auto tokens = std::make_unique<auth::ServiceTokenSource>(subject, common.jwt, config.token_file, RealClock::Get());
+  return std::unique_ptr<SchedulingClient>(std::make_unique<GrpcSchedulingClient>(
+      grpc::CreateChannel(config.address, creds), nullptr, config.deadline, std::move(tokens)));
 }
 
 }  // namespace continuum::scheduling

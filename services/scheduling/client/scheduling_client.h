@@ -9,6 +9,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/auth/grpc_auth.h"
+#include "common/config/config_source.h"
+#include "common/server/runtime.h"
 #include "continuum/scheduling/v1/scheduling_service.grpc.pb.h"
 
 namespace continuum::scheduling {
@@ -30,6 +32,20 @@ class SchedulingClient {
   virtual absl::Status SetAppointmentState(const std::string& name, sv1::Appointment::State state,
                                            const std::string& request_id) = 0;
 };
+
+// How a service reaches scheduling, read from its flags / environment.
+struct SchedulingClientConfig {
+  std::string address;     // --scheduling-address
+  absl::Duration deadline;  // --scheduling-deadline
+  std::string token_file;  // --service-token-file (empty: mint with the HS256 secret)
+};
+SchedulingClientConfig ReadSchedulingClientConfig(ConfigSource& source);
+
+// The gRPC client for a service called `subject`, with TLS settings and JWT options of the
+// service's own configuration. The client owns its token source.
+absl::StatusOr<std::unique_ptr<SchedulingClient>> ConnectScheduling(const SchedulingClientConfig& config,
+                                                                    const CommonConfig& common,
+                                                                    const std::string& subject);
 
 // The gRPC implementation, authenticated as this service.
 std::unique_ptr<SchedulingClient> NewGrpcSchedulingClient(std::shared_ptr<grpc::Channel> channel,
