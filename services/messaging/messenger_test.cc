@@ -10,6 +10,7 @@
 #include "common/status/errors.h"
 #include "common/testing/harness.h"
 #include "common/time/proto_time.h"
+#include "common/testing/matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/messaging/messaging_service.h"
@@ -22,14 +23,7 @@ using auth::Role;
 namespace sv1 = ::continuum::scheduling::v1;
 namespace ev1 = ::continuum::events::v1;
 
-MATCHER_P2(IsError, code, reason, "") {
-  if (arg.ok()) {
-    *result_listener << "is OK";
-    return false;
-  }
-  *result_listener << arg.status();
-  return arg.status().code() == code && ErrorReason(arg.status()) == reason;
-}
+using ::continuum::testing::IsError;
 
 class FakeScheduling : public scheduling::SchedulingClient {
  public:

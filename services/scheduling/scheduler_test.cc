@@ -6,6 +6,7 @@
 #include "common/db/migrations.h"
 #include "common/outbox/outbox.h"
 #include "common/status/errors.h"
+#include "common/testing/matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/scheduling/rules.h"
@@ -19,14 +20,7 @@ using auth::Role;
 using ::testing::HasSubstr;
 using AState = v1::Appointment::State;
 
-MATCHER_P2(IsError, code, reason, "") {
-  if (arg.ok()) {
-    *result_listener << "is OK";
-    return false;
-  }
-  *result_listener << arg.status();
-  return arg.status().code() == code && ErrorReason(arg.status()) == reason;
-}
+using ::continuum::testing::IsError;
 
 class SchedulerTest : public ::testing::Test {
  protected:

@@ -9,6 +9,7 @@
 #include "common/outbox/outbox.h"
 #include "common/status/errors.h"
 #include "common/time/proto_time.h"
+#include "common/testing/matchers.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -25,14 +26,7 @@ using ::testing::HasSubstr;
 namespace sv1 = ::continuum::scheduling::v1;
 using Item = v1::ChecklistItem;
 
-MATCHER_P2(IsError, code, reason, "") {
-  if (arg.ok()) {
-    *result_listener << "is OK";
-    return false;
-  }
-  *result_listener << arg.status();
-  return arg.status().code() == code && ErrorReason(arg.status()) == reason;
-}
+using ::continuum::testing::IsError;
 
 // Scheduling as the record keeper sees it: fixed data, and a log of state changes.
 class FakeScheduling : public SchedulingClient {
