@@ -16,19 +16,29 @@ std::string ReasonOf(const grpc::Status& s) {
   return "";
 }
 
+std::string Platform::DatabaseUrl(const std::string& service) {
+  if (!postgres) return "sqlite:" + dir.File(service + ".db");
+  auto pg = PostgresServer::Shared();
+  EXPECT_TRUE(pg.ok()) << pg.status();
+  if (!pg.ok()) return "";
+  auto url = (*pg)->CreateDatabase();
+  EXPECT_TRUE(url.ok()) << url.status();
+  return url.ok() ? *url : "";
+}
+
 void Platform::Start(bool with_records) {
   auto r = RedisServer::Start();
   ASSERT_TRUE(r.ok()) << r.status();
   redis = std::move(*r);
   auto s = ServiceProcess::Start("continuum-scheduling",
-                                 {"--database-url=sqlite:" + dir.File("scheduling.db"),
+                                 {"--database-url=" + DatabaseUrl("scheduling"),
                                   "--redis-address=" + redis->address(),
                                   std::string("--jwt-hs256-secret=") + kTestJwtSecret},
                                  dir);
   ASSERT_TRUE(s.ok()) << s.status();
   scheduling = std::move(*s);
   sched = sv1::SchedulingService::NewStub(grpc::CreateChannel(scheduling->address(), grpc::InsecureChannelCredentials()));
-  records_db = "sqlite:" + dir.File("records.db");
+  records_db = DatabaseUrl("records");
   if (with_records) StartRecords();
 }
 
@@ -44,7 +54,7 @@ void Platform::StartRecords() {
 }
 
 std::string Platform::StartMessaging() {
-  if (messaging_db.empty()) messaging_db = "sqlite:" + dir.File("messaging.db");
+  if (messaging_db.empty()) messaging_db = DatabaseUrl("messaging");
   auto s = ServiceProcess::Start("continuum-messaging",
                                  {"--database-url=" + messaging_db, "--redis-address=" + redis->address(),
                                   "--scheduling-address=" + scheduling->address(),

@@ -44,7 +44,12 @@ struct Platform {
   std::string clinician = TestToken("people/clin", "clinician", {"kap"});
   std::string client = TestToken("people/casey", "client", {"kap"});
 
-  // Starts redis and scheduling (and session-record when `with_records`) on SQLite files.
+  // Where each service keeps its data: SQLite files in `dir` (default) or, when `postgres` is
+  // set before Start(), a fresh database per service on the shared test PostgreSQL server.
+  bool postgres = false;
+  std::string DatabaseUrl(const std::string& service);
+
+  // Starts redis and scheduling (and session-record when `with_records`).
   void Start(bool with_records);
   void StartRecords();  // (re)starts only session-record, on the same database file
   // Starts one more messaging replica on the shared database file; returns its address.

@@ -135,6 +135,27 @@ absl::StatusOr<std::string> FhirBundleJson(const std::string& client_id, const s
                 .Set("valueQuantity", Quantity(reading.value, reading.unit)));
       }
     }
+    // FHIR R4 AdverseEvent; CTCAE grades 1-3 map to the R4 severity codes, and a
+    // life-threatening event is "severe" and "Serious" (R4 has no fourth severity code).
+    for (const auto& ae : r.adverse_events()) {
+      using Sev = v1::AdverseEvent;
+      const char* severity = ae.severity() == Sev::SEVERITY_MILD       ? "mild"
+                             : ae.severity() == Sev::SEVERITY_MODERATE ? "moderate"
+                                                                       : "severe";
+      bool serious = ae.severity() == Sev::SEVERITY_SEVERE || ae.severity() == Sev::SEVERITY_LIFE_THREATENING;
+      Obj event;
+      event.Set("actuality", "actual")
+          .Set("event", Obj().Set("text", ae.description()))
+          .Set("subject", patient)
+          .Set("encounter", encounter)
+          .Set("date", Instant(ae.occur_time()))
+          .Set("recordedDate", Instant(ae.create_time()))
+          .Set("recorder", Ref("Practitioner", IdOf(ae.reporter())))
+          .Set("severity", Coding("http://terminology.hl7.org/CodeSystem/adverse-event-severity", severity, severity))
+          .Set("seriousness", Coding("http://terminology.hl7.org/CodeSystem/adverse-event-seriousness",
+                                     serious ? "Serious" : "Non-serious", serious ? "Serious" : "Non-serious"));
+      add("AdverseEvent", absl::StrCat(enc_id, "-ae", ae.adverse_event_id()), event);
+    }
     if (!r.note().text().empty()) {
       std::string encoded;
       absl::Base64Escape(r.note().text(), &encoded);
