@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# The performance suite, one command: builds what it needs, starts everything on 127.0.0.1
+# in a temp dir (redis-server, a PostgreSQL cluster with fsync on, the echo server, the three
+# services on SQLite and then on PostgreSQL), seeds data, measures, stops everything, and
+# writes the report (markdown table, target verdicts, plots).
+#
+#   tools/bench/run.sh
+#
+# Environment: PERF_SECONDS (measured seconds per point, default 5), PERF_WARMUP (1),
+# PERF_OUT (where report.md, the PNGs and results.jsonl go; default docs/perf),
+# PERF_STREAMS (10000), CONTINUUM_BUILD_DIR (build).
+#
+# The machine is shared: load generator and servers run on the same cores, so every ratio is
+# taken against a baseline measured in the same run on the same machine.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+build="${CONTINUUM_BUILD_DIR:-$root/build}"
+out="${PERF_OUT:-$root/docs/perf}"
+secs="${PERF_SECONDS:-5}"
+warm="${PERF_WARMUP:-1}"
+nstreams="${PERF_STREAMS:-10000}"
+bin="$build/bin"
+t_begin=$SECONDS
+say() { printf '== %s (%ds)\n' "$*" $((SECONDS - t_begin)) >&2; }
+
+# ---- dependencies: what this script runs besides the build (plots via Debian's matplotlib,
+# run with /usr/bin/python3, not a pyenv python).
+missing=()
+for p in python3-matplotlib redis-server redis-tools postgresql; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  say "installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# ---- build only what runs here (the machine is shared: one job, low priority).
+say "building"
+export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
+nice ninja -C "$build" -j1 continuum-loadgen continuum-echo-server continuum-scheduling \
+  continuum-session-record continuum-messaging >/dev/null
+
+# ---- processes: every one started here is recorded and stopped on exit.
+work="$(mktemp -d /tmp/continuum-perf-XXXXXX)"
+chmod 755 "$work"
+pids=()
+pg_pid=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$pg_pid" ]; then
+    kill -INT "$pg_pid" 2>/dev/null || true  # fast shutdown
+    wait "$pg_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_for() {  # wait_for <what> <command...>: up to 60 s
+  local what="$1"
+  shift
+  for _ in $(seq 1 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "$what did not come up; logs in $work" >&2
+  tail -20 "$work"/*.log >&2 || true
+  exit 1
+}
+stop_pid() {  # SIGTERM one process we started and forget it
+  local pid="$1" keep=()
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${pids[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  pids=("${keep[@]}")
+}
+
+start_redis() {  # start_redis <name>; sets redis_port, redis_pid
+  redis_port="$(free_port)"
+  mkdir -p "$work/$1"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/$1" --save "" --appendonly no \
+    --logfile "$work/$1.log" &
+  redis_pid=$!
+  pids+=("$redis_pid")
+  wait_for "redis-server" redis-cli -p "$redis_port" ping
+}
+
+# A service on 127.0.0.1:0; sets svc_addr and svc_pid from its ready file.
+start_service() {  # start_service <binary> <tag> <args...>
+  local binary="$1" tag="$2"
+  shift 2
+  rm -f "$work/$tag.ready"
+  "$bin/$binary" --listen-address=127.0.0.1:0 --metrics-address= --ready-file="$work/$tag.ready" \
+    --jwt-hs256-secret=continuum-test-secret-0123456789abcdef "$@" >>"$work/$tag.log" 2>&1 &
+  svc_pid=$!
+  pids+=("$svc_pid")
+  wait_for "$tag" test -s "$work/$tag.ready"
+  svc_addr="$(sed -n 's/^grpc=//p' "$work/$tag.ready")"
+}
+
+# PostgreSQL as production runs it for durability (fsync and synchronous_commit on), in the
+# temp dir on a free port; as the postgres user when we are root (initdb refuses root).
+start_postgres() {
+  local pgbin
+  pgbin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+  local as=()
+  if [ "$(id -u)" -eq 0 ]; then
+    as=(setpriv --reuid=postgres --regid=postgres --clear-groups --)
+    mkdir -p "$work/pg"
+    chown postgres:postgres "$work/pg"
+  fi
+  "${as[@]}" "$pgbin/initdb" -D "$work/pg/data" -U postgres -A trust -E UTF8 --locale=C --no-sync \
+    >"$work/initdb.log" 2>&1
+  pg_port="$(free_port)"
+  "${as[@]}" "$pgbin/postgres" -D "$work/pg/data" -p "$pg_port" -k "$work/pg" -c listen_addresses=127.0.0.1 \
+    -c fsync=on -c synchronous_commit=on -c max_connections=200 >"$work/postgres.log" 2>&1 &
+  pg_pid=$!
+  wait_for "postgres" pg_isready -h 127.0.0.1 -p "$pg_port"
+  for db in scheduling records messaging; do
+    psql -q -h 127.0.0.1 -p "$pg_port" -U postgres -c "CREATE DATABASE $db" postgres >/dev/null
+  done
+}
+
+# ---- measurements
+results="$work/results.jsonl"
+: >"$results"
+lg() { "$bin/continuum-loadgen" --warmup="${warm}s" --duration="${secs}s" --out="$results" "$@" >/dev/null; }
+jsonl() { echo "$1" >>"$results"; }
+
+# redis-benchmark requests/s for one command (the last "NAME: N requests per second" line).
+redis_bench() {  # redis_bench <port> <label> <args...>
+  local port="$1" label="$2"
+  shift 2
+  local rps
+  rps="$(redis-benchmark -h 127.0.0.1 -p "$port" -q -n 100000 "$@" 2>/dev/null | tr '\r' '\n' |
+    sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)"
+  echo "redis-benchmark $label: ${rps:-?} requests/s" >&2
+  jsonl "{\"scenario\":\"redis-benchmark\",\"command\":\"$label\",\"args\":\"$*\",\"qps\":${rps:-null}}"
+}
+
+jsonl "{\"scenario\":\"environment\",\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git -C "$root" rev-parse --short HEAD)\",\"nproc\":$(nproc),\"loadavg_before\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"seconds\":$secs,\"warmup\":$warm}"
+
+# Echo: the ceiling of a unary call on this machine.
+say "echo server"
+rm -f "$work/echo.ready"
+"$bin/continuum-echo-server" --ready-file="$work/echo.ready" >"$work/echo.log" 2>&1 &
+echo_pid=$!
+pids+=("$echo_pid")
+wait_for "echo server" test -s "$work/echo.ready"
+echo_addr="$(sed -n 's/^grpc=//p' "$work/echo.ready")"
+for ck in 1x1 4x4 4x32 16x100; do
+  lg --scenario=echo --target="$echo_addr" --connections="${ck%x*}" --inflight="${ck#*x}"
+done
+echo_max="$(/usr/bin/python3 -c '
+import json, sys
+print(int(max(r["qps"] for r in map(json.loads, open(sys.argv[1])) if r.get("scenario") == "echo")))' "$results")"
+# Open-loop rates: fractions of the echo maximum (half of it is the latency target's rate).
+rates=()
+for f in 0.1 0.25 0.5 0.75; do rates+=("$(/usr/bin/python3 -c "print(int($echo_max * $f))")"); done
+jsonl "{\"scenario\":\"echo-max\",\"qps\":$echo_max,\"rates\":[$(IFS=,; echo "${rates[*]}")]}"
+say "echo max ${echo_max}/s; open-loop rates ${rates[*]}"
+for r in "${rates[@]}"; do lg --scenario=echo --target="$echo_addr" --mode=open --rate="$r"; done
+stop_pid "$echo_pid"
+
+say "postgres (fsync on)"
+start_postgres
+
+window=0
+for backend in sqlite postgres; do
+  say "stack on $backend"
+  start_redis "redis-$backend"
+  stack_redis_port="$redis_port"
+  if [ "$backend" = sqlite ]; then
+    url() { echo "sqlite:$work/$1.db"; }
+  else
+    url() { echo "postgresql://postgres@127.0.0.1:$pg_port/$1"; }
+  fi
+  start_service continuum-scheduling "scheduling-$backend" --database-url="$(url scheduling)" \
+    --redis-address="127.0.0.1:$redis_port"
+  sched_addr="$svc_addr"
+  sched_pid="$svc_pid"
+  start_service continuum-session-record "records-$backend" --database-url="$(url records)" \
+    --redis-address="127.0.0.1:$redis_port" --scheduling-address="$sched_addr"
+  rec_addr="$svc_addr"
+  rec_pid="$svc_pid"
+  start_service continuum-messaging "messaging-$backend" --database-url="$(url messaging)" \
+    --redis-address="127.0.0.1:$redis_port" --scheduling-address="$sched_addr"
+  msg_addr="$svc_addr"
+  msg_pid="$svc_pid"
+  state="$work/state-$backend"
+  say "seeding ($backend)"
+  "$bin/continuum-loadgen" --scenario=setup --scheduling="$sched_addr" --records="$rec_addr" \
+    --messaging="$msg_addr" --state="$state"
+
+  say "reads ($backend)"
+  for ck in 1x1 4x4 4x32 16x100; do
+    lg --scenario=get-appointment --label="$backend" --state="$state" --target="$sched_addr" \
+      --connections="${ck%x*}" --inflight="${ck#*x}"
+  done
+  for r in "${rates[@]}"; do
+    lg --scenario=get-appointment --label="$backend" --state="$state" --target="$sched_addr" --mode=open --rate="$r"
+  done
+  lg --scenario=search-slots --label="$backend" --state="$state" --target="$sched_addr" --connections=4 --inflight=32
+
+  say "writes ($backend)"
+  lg --scenario=book --label="$backend" --state="$state" --target="$sched_addr" --connections=4 --inflight=32 \
+    --book-window=$((window++))
+  for ck in 1x1 4x32; do
+    lg --scenario=record-write --label="$backend" --state="$state" --target="$rec_addr" \
+      --connections="${ck%x*}" --inflight="${ck#*x}" --payload-bytes=120
+  done
+  # The baseline inserts go to a table of their own in session-record's (now idle) database:
+  # same file system, same journal state (a fresh SQLite WAL still growing costs more per
+  # fsync than one that has wrapped), same durability settings through common/db.
+  for t in 1 4; do
+    lg --scenario=bare-insert --label="$backend" --database-url="$(url records)" --threads="$t" --payload-bytes=120
+  done
+
+  say "messaging ($backend)"
+  lg --scenario=deliver --label="$backend" --state="$state" --target="$msg_addr" --mode=open --rate=1000
+  if [ "$backend" = sqlite ]; then
+    # Redis-only paths: once, next to redis-benchmark on the same redis-server.
+    lg --scenario=heartbeat --label=redis --target="$msg_addr" --connections=4 --inflight=32
+    redis_bench "$stack_redis_port" ZADD -t zadd
+    redis_bench "$stack_redis_port" PUBLISH PUBLISH bench hello
+    redis_bench "$stack_redis_port" XADD XADD bench '*' f v
+    "$bin/continuum-loadgen" --scenario=streams --label=redis --target="$msg_addr" --streams="$nstreams" \
+      --connections=8 --server-pid="$msg_pid" --out="$results" >/dev/null
+  fi
+  for pid in "$msg_pid" "$rec_pid" "$sched_pid" "$redis_pid"; do stop_pid "$pid"; done
+done
+
+say "report"
+mkdir -p "$out"
+cp "$results" "$out/results.jsonl"
+/usr/bin/python3 "$root/tools/bench/report.py" "$out/results.jsonl" "$out"
+say "done: $out/report.md"
