@@ -84,18 +84,24 @@ cleanup() {
 trap cleanup EXIT
 
 # ------------------------------------------------------------------------------ 1. base image
-base_tar="$work/bookworm-minbase.tar"
+# Like Debian's official slim images: no docs (but copyrights), man pages, locales or info
+# (the dpkg options stay in the image, so packages installed later are trimmed the same way).
+mmdebstrap_opts=(--variant=minbase --mode=root --format=tar
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*'
+  --dpkgopt='path-exclude=/usr/share/info/*')
+base_tar="$work/bookworm-slim-$(echo "${mmdebstrap_opts[*]}" | md5sum | cut -c1-8).tar"
 t0=$SECONDS
 if [ ! -s "$base_tar" ]; then
   say "mmdebstrap: building a bookworm minbase (cached at $base_tar)"
-  nice -n 19 mmdebstrap --variant=minbase --mode=root --format=tar bookworm "$base_tar.tmp" \
+  rm -f "$work"/bookworm-*.tar
+  nice -n 19 mmdebstrap "${mmdebstrap_opts[@]}" bookworm "$base_tar.tmp" \
     >"$work/mmdebstrap.log" 2>&1 || fail "mmdebstrap failed: $(tail -5 "$work/mmdebstrap.log")"
   mv "$base_tar.tmp" "$base_tar"
-  rm -f "$work/base.imported"
 fi
-if [ ! -f "$work/base.imported" ] || ! podman image exists "$base_ref"; then
+if [ "$(cat "$work/base.imported" 2>/dev/null)" != "$base_tar" ] || ! podman image exists "$base_ref"; then
   podman import --quiet "$base_tar" "$base_ref" >/dev/null || fail "podman import of $base_tar failed"
-  touch "$work/base.imported"
+  echo "$base_tar" >"$work/base.imported"
 fi
 say "base image $base_ref ready in $((SECONDS - t0)) s"
 
@@ -124,7 +130,9 @@ fi
 build_s=$((SECONDS - t0))
 size="$(podman images --format '{{.Size}}' "$image" | head -1)"
 say "image $image built in $build_s s, size $size"
-podman image prune -f >/dev/null 2>&1 || true   # dangling layers of earlier builds
+# Drop week-old dangling images of earlier builds (younger ones are the layer cache of the
+# build stage, which the next build reuses).
+podman image prune -f --filter until=168h >/dev/null 2>&1 || true
 
 # ------------------------------------------------------------------------------ 3. run it
 ports=($(node -e '
