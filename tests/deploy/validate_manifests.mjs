@@ -409,6 +409,15 @@ try {
   if (docs.length !== 1) throw new Error(`${file}: expected one YAML document, found ${docs.length}`);
   compose = docs[0];
   const errors = checkCompose(compose);
+  // The Compose specification itself, when a compose implementation is installed (optional:
+  // docker-compose v1.29 from apt validates offline; no engine is contacted by `config`).
+  try {
+    execFileSync("docker-compose", ["-f", file, "config", "-q"], { stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" });
+    console.log("ok   compose: docker-compose config accepts the file");
+  } catch (e) {
+    if (e.code === "ENOENT") console.log("     compose: docker-compose not installed, compose-spec validation skipped");
+    else errors.push(`compose: docker-compose config: ${(e.stderr || e.message).trim()}`);
+  }
   if (errors.length) {
     failed = true;
     for (const e of errors) console.error(`FAIL ${e}`);
