@@ -19,7 +19,23 @@ absl::StatusOr<Principal> Authenticator::AuthenticateHeader(absl::string_view au
     return MakeError(absl::StatusCode::kUnauthenticated, "UNAUTHENTICATED",
                      "authorization metadata must be 'Bearer <token>'");
   }
-  return verifier_.Verify(authorization.substr(7), clock_.Now());
+  absl::string_view token = authorization.substr(7);
+  absl::Time now = clock_.Now();
+  {
+    absl::MutexLock lock(&cache_->mu);
+    auto it = cache_->verified.find(token);
+    if (it != cache_->verified.end()) {
+      if (now >= it->second.valid_from && now <= it->second.valid_until) return it->second;
+      cache_->verified.erase(it);  // expired: Verify below says why
+    }
+  }
+  absl::StatusOr<Principal> p = verifier_.Verify(token, now);
+  if (p.ok()) {
+    absl::MutexLock lock(&cache_->mu);
+    if (cache_->verified.size() >= Cache::kMaxEntries) cache_->verified.clear();
+    cache_->verified.emplace(std::string(token), *p);
+  }
+  return p;
 }
 
 absl::StatusOr<Principal> Authenticator::Authenticate(const grpc::ServerContextBase& context) const {

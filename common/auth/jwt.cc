@@ -205,6 +205,8 @@ absl::StatusOr<Principal> JwtVerifier::Verify(absl::string_view token, absl::Tim
     return Unauthenticated("token not valid yet (nbf)");
   }
   Principal p;
+  p.valid_until = absl::FromUnixSeconds(static_cast<int64_t>(exp)) + options_.leeway;
+  if (nbf > 0) p.valid_from = absl::FromUnixSeconds(static_cast<int64_t>(nbf)) - options_.leeway;
   p.subject = Str(claims, "sub");
   if (p.subject.empty()) return Unauthenticated("missing sub");
   p.role = RoleFromString(Str(claims, "role"));

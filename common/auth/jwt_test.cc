@@ -191,6 +191,25 @@ TEST(AuthenticatorTest, RequiresBearerHeader) {
   EXPECT_TRUE(auth.AuthenticateHeader("Bearer " + Sign(Claims())).ok());
 }
 
+TEST(AuthenticatorTest, CachedTokenIsStillRefusedOnceItExpires) {
+  FakeClock clock(kNow);
+  Authenticator auth(Verifier(), clock);
+  const std::string header = "Bearer " + Sign(Claims());  // valid for one hour
+  auto first = auth.AuthenticateHeader(header);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto again = auth.AuthenticateHeader(header);  // from the cache
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->subject, first->subject);
+  EXPECT_EQ(again->clinics, first->clinics);
+  clock.Set(kNow + absl::Hours(2));
+  ExpectRejected(auth.AuthenticateHeader(header), "expired");
+  // A token whose signature was tampered with is never served from the cache of the genuine one.
+  std::string forged = header;
+  forged.back() = forged.back() == 'A' ? 'B' : 'A';
+  clock.Set(kNow);
+  EXPECT_FALSE(auth.AuthenticateHeader(forged).ok());
+}
+
 TEST(PrincipalTest, ClinicAndRoleChecks) {
   Principal p{"p1", Role::kClient, {"clinic-a"}};
   EXPECT_TRUE(RequireClinic(p, "clinic-a").ok());

@@ -1,6 +1,8 @@
 // Who is calling, as established by authentication, and the checks every handler uses.
 #pragma once
 
+#include "absl/time/time.h"
+
 #include <initializer_list>
 #include <string>
 #include "absl/strings/string_view.h"
@@ -20,6 +22,10 @@ struct Principal {
   std::string subject;               // person id (people/{subject}) or partner/service id
   Role role = Role::kUnspecified;
   std::vector<std::string> clinics;  // clinic ids the principal acts in; "*" = all
+  // When the credential that proved this principal is acceptable (token nbf/exp with the
+  // verifier's leeway); lets a verified token be reused without verifying it again.
+  absl::Time valid_from = absl::InfinitePast();
+  absl::Time valid_until = absl::InfiniteFuture();
 
   bool InClinic(absl::string_view clinic) const;
   bool Is(Role r) const { return role == r; }

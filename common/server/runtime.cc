@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/api/api.h"
 #include "common/api/idempotency.h"
 #include "common/log/log.h"
 #include "common/time/clock.h"
@@ -102,9 +103,11 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
 
   auto redis_options = redis::ParseAddress(rt.config.redis_address);
   rt.redis = std::make_unique<redis::Client>(*redis_options);
-  std::string owner = absl::StrCat(def.name, "-", getpid());
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  rt.instance_id = absl::StrCat(host, "-", getpid(), "-", api::NewId().substr(0, 8));
   rt.relay = std::make_unique<outbox::Relay>(*rt.db, *rt.redis, RealClock::Get(),
-                                             outbox::Relay::Options{.owner = owner});
+                                             outbox::Relay::Options{.owner = def.name + "-" + rt.instance_id});
   rt.authenticator = std::make_unique<auth::Authenticator>(std::move(*verifier), RealClock::Get());
   rt.host = std::make_unique<ServiceHost>(def.binary, rt.config.server);
 

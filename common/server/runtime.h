@@ -42,6 +42,10 @@ struct Runtime {
   std::unique_ptr<outbox::Relay> relay;
   std::unique_ptr<auth::Authenticator> authenticator;
   std::unique_ptr<ServiceHost> host;
+  // This process among all replicas: "<host>-<pid>-<random>". In a container the pid is
+  // often 1 in every replica (and hosts can repeat with host networking), so the random part
+  // keeps outbox lease owners and Redis consumer names distinct.
+  std::string instance_id;
 
   // Background housekeeping (e.g. expiring offers), run every `interval` on one thread
   // until shutdown. Errors are logged; the task runs again at the next interval.

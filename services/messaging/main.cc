@@ -35,13 +35,11 @@ int main(int argc, char** argv) {
     messenger = std::make_unique<messaging::Messenger>(*rt.db, RealClock::Get(), *scheduling, *presence, *rt.redis,
                                                        messaging::Messenger::Options{.on_commit = [relay] { relay->Notify(); }});
     // Events of the other services, through consumer groups (at-least-once; handled once).
-    char host[256] = {0};
-    gethostname(host, sizeof(host) - 1);
     for (const std::string stream : {"continuum:events:scheduling", "continuum:events:records"}) {
       consumers.push_back(std::make_unique<redis::StreamConsumer>(
           rt.redis->options(),
           redis::StreamConsumer::Options{.stream = stream, .group = "messaging",
-                                         .consumer = absl::StrCat(host, "-", getpid())},
+                                         .consumer = rt.instance_id},
           [m = messenger.get()](const redis::StreamEntry& e) -> absl::Status {
             events::v1::EventEnvelope ev;
             if (!ev.ParseFromString(e.Get("payload"))) {

@@ -41,6 +41,9 @@ class PresenceStore {
   absl::StatusOr<std::vector<std::string>> Clinics();
 
  private:
+  // Records `device` (unless empty) and recomputes the effective status in one script call.
+  absl::StatusOr<PresenceUpdate> Run(const std::string& person, const std::vector<std::string>& clinics,
+                                     const std::string& device, const std::string& device_value);
   absl::StatusOr<PresenceUpdate> Recompute(const std::string& person_id);
 
   redis::Client& redis_;
