@@ -41,6 +41,7 @@ for svc in scheduling session-record messaging; do
     --listen-address="127.0.0.1:$port" --metrics-address="127.0.0.1:$mport" \
     --database-url="sqlite:$data/$svc.db" --redis-address="127.0.0.1:$redis_port" \
     --jwt-hs256-secret-file="$data/jwt-secret" --ready-file="$data/$svc.ready" \
+    $([ "$svc" = scheduling ] || echo "--scheduling-address=127.0.0.1:$base") \
     2>>"$data/$svc.log" &
   pids+=($!)
 done

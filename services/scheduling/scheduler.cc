@@ -525,6 +525,41 @@ absl::StatusOr<v1::Program> Scheduler::CreateProgram(const P& p, const v1::Creat
   });
 }
 
+namespace {
+
+// Program.progress is derived, never stored: it is computed from the program's appointments
+// whenever a program is returned, so it cannot drift from what the booking rules see.
+absl::Status FillProgress(SchedulingStore& s, const std::string& clinic_id, v1::Program& program) {
+  AppointmentFilter f;
+  f.program_id = IdOfName(program.name());
+  f.limit = 100000;
+  ASSIGN_OR_RETURN(auto appts, s.ListAppointments(clinic_id, f));
+  v1::ProgramProgress progress;
+  absl::Time last_end = absl::InfinitePast();
+  for (const auto& a : appts) {
+    bool fulfilled = a.state() == v1::Appointment::STATE_FULFILLED;
+    if (a.kind() == cv1::APPOINTMENT_KIND_CONSULTATION && fulfilled &&
+        (!progress.has_consultation_fulfilled_time() ||
+         FromProto(a.update_time()) < FromProto(progress.consultation_fulfilled_time()))) {
+      *progress.mutable_consultation_fulfilled_time() = a.update_time();
+    }
+    if (!IsMedicine(a.kind())) continue;
+    if (fulfilled || Occupies(a.state())) progress.set_medicine_sessions_counted(progress.medicine_sessions_counted() + 1);
+    if (!fulfilled) continue;
+    if (a.kind() == cv1::APPOINTMENT_KIND_MEDICINE_SUPERVISED) {
+      progress.set_supervised_sessions_fulfilled(progress.supervised_sessions_fulfilled() + 1);
+    } else {
+      progress.set_self_guided_sessions_fulfilled(progress.self_guided_sessions_fulfilled() + 1);
+    }
+    last_end = std::max(last_end, FromProto(a.end_time()));
+  }
+  if (last_end != absl::InfinitePast()) *progress.mutable_last_medicine_end_time() = ToProto(last_end);
+  *program.mutable_progress() = progress;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<v1::Program> Scheduler::GetProgram(const P& p, const v1::GetProgramRequest& r) {
   ASSIGN_OR_RETURN(auto ids, api::ParseName(r.name(), "clinics/*/programs/*", "name"));
   return Read<v1::Program>([&](SchedulingStore& s) -> absl::StatusOr<v1::Program> {
@@ -532,6 +567,7 @@ absl::StatusOr<v1::Program> Scheduler::GetProgram(const P& p, const v1::GetProgr
     ASSIGN_OR_RETURN(auto program, s.GetProgram(ids[0], ids[1]));
     if (!program) return NotFound(r.name());
     RETURN_IF_ERROR(RequireClientOrStaff(s, p, ids[0], IdOfName(program->value.client())));
+    RETURN_IF_ERROR(FillProgress(s, ids[0], program->value));
     return program->value;
   });
 }
@@ -555,7 +591,10 @@ absl::StatusOr<v1::ListProgramsResponse> Scheduler::ListPrograms(const P& p, con
   return Read<v1::ListProgramsResponse>([&](SchedulingStore& s) -> absl::StatusOr<v1::ListProgramsResponse> {
     ASSIGN_OR_RETURN(auto programs, s.ListPrograms(ids[0], client, member, states, offset, size + 1));
     v1::ListProgramsResponse out;
-    for (size_t i = 0; i < programs.size() && i < static_cast<size_t>(size); ++i) *out.add_programs() = programs[i];
+    for (size_t i = 0; i < programs.size() && i < static_cast<size_t>(size); ++i) {
+      RETURN_IF_ERROR(FillProgress(s, ids[0], programs[i]));
+      *out.add_programs() = programs[i];
+    }
     if (programs.size() > static_cast<size_t>(size)) out.set_next_page_token(api::MakePageToken(offset + size, r));
     return out;
   });
@@ -598,6 +637,7 @@ absl::StatusOr<v1::Program> Scheduler::UpdateProgram(const P& p, const v1::Updat
     *event.mutable_program_changed()->mutable_program() = program;
     event.mutable_program_changed()->set_change(events::v1::ProgramChanged::CHANGE_UPDATED);
     RETURN_IF_ERROR(s.Publish(event, now));
+    RETURN_IF_ERROR(FillProgress(s, ids[0], program));
     return program;
   });
 }
@@ -642,6 +682,7 @@ absl::StatusOr<v1::Program> Scheduler::SetDosePlan(const P& p, const v1::SetDose
     *event.mutable_program_changed()->mutable_program() = program;
     event.mutable_program_changed()->set_change(events::v1::ProgramChanged::CHANGE_DOSE_PLAN_SET);
     RETURN_IF_ERROR(s.Publish(event, now));
+    RETURN_IF_ERROR(FillProgress(s, ids[0], program));
     return program;
   });
 }

@@ -540,6 +540,18 @@ TEST_F(KapJourneyTest, WholeProgramFromIntakeToFhirExport) {
   ASSERT_NO_FATAL_FAILURE(NoteAndSign(rec3.name(), "s3"));
   EXPECT_EQ(GetAppointment(self_guided.name()).state(), sv1::Appointment::STATE_FULFILLED);
 
+  // The program's progress, derived from its appointments.
+  sv1::GetProgramRequest gpr;
+  gpr.set_name(program_);
+  sv1::Program done;
+  ASSERT_OK(CallWith(p_.sched.get(), &S::GetProgram, p_.therapist, gpr, &done));
+  EXPECT_TRUE(done.progress().has_consultation_fulfilled_time());
+  EXPECT_EQ(done.progress().supervised_sessions_fulfilled(), 2);
+  EXPECT_EQ(done.progress().self_guided_sessions_fulfilled(), 1);
+  EXPECT_EQ(done.progress().medicine_sessions_counted(), 3);
+  EXPECT_EQ(done.progress().last_medicine_end_time().seconds(),
+            absl::ToUnixSeconds(t0 + absl::Hours(24 * 12 + 1)));
+
   // --- FHIR export for the clinic's EHR partner: three sessions, doses and the adverse event.
   rv1::ExportFhirBundleRequest ex;
   ex.set_parent("clinics/kap");
