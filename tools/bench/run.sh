@@ -62,6 +62,18 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# Run copies: another build in the same tree may relink a binary while the suite uses it (or
+# while we copy it: a copy that does not run is taken again).
+mkdir -p "$work/bin"
+for b in continuum-loadgen continuum-echo-server continuum-scheduling continuum-session-record continuum-messaging; do
+  for attempt in 1 2 3 4 5 6; do
+    cp "$bin/$b" "$work/bin/$b" 2>/dev/null && "$work/bin/$b" --help >/dev/null 2>&1 && break
+    [ "$attempt" -lt 6 ] || { echo "cannot take a working copy of $bin/$b" >&2; exit 1; }
+    sleep 5
+  done
+done
+bin="$work/bin"
+
 free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -144,7 +156,9 @@ redis_bench() {  # redis_bench <port> <label> <args...>
   jsonl "{\"scenario\":\"redis-benchmark\",\"command\":\"$label\",\"args\":\"$*\",\"qps\":${rps:-null}}"
 }
 
-jsonl "{\"scenario\":\"environment\",\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git -C "$root" rev-parse --short HEAD)\",\"nproc\":$(nproc),\"loadavg_before\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"seconds\":$secs,\"warmup\":$warm}"
+# The binaries are built from the working tree: name what differs from the commit.
+dirty="$(git -C "$root" status --porcelain --untracked-files=no -- common services protos | awk '{print $2}' | tr '\n' ' ')"
+jsonl "{\"scenario\":\"environment\",\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git -C "$root" rev-parse --short HEAD)\",\"uncommitted\":\"${dirty% }\",\"nproc\":$(nproc),\"loadavg_before\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"seconds\":$secs,\"warmup\":$warm}"
 
 # Echo: the ceiling of a unary call on this machine.
 say "echo server"
@@ -166,7 +180,6 @@ for f in 0.1 0.25 0.5 0.75; do rates+=("$(/usr/bin/python3 -c "print(int($echo_m
 jsonl "{\"scenario\":\"echo-max\",\"qps\":$echo_max,\"rates\":[$(IFS=,; echo "${rates[*]}")]}"
 say "echo max ${echo_max}/s; open-loop rates ${rates[*]}"
 for r in "${rates[@]}"; do lg --scenario=echo --target="$echo_addr" --mode=open --rate="$r"; done
-stop_pid "$echo_pid"
 
 say "postgres (fsync on)"
 start_postgres
@@ -199,6 +212,10 @@ for backend in sqlite postgres; do
     --messaging="$msg_addr" --state="$state"
 
   say "reads ($backend)"
+  # The echo baselines of the read targets again, right before the reads: the machine's other
+  # load drifts during a run, and a ratio is fairest between neighbouring measurements.
+  lg --scenario=echo --label="echo-$backend" --target="$echo_addr" --connections=4 --inflight=32
+  lg --scenario=echo --label="echo-$backend" --target="$echo_addr" --mode=open --rate="${rates[2]}"
   for ck in 1x1 4x4 4x32 16x100; do
     lg --scenario=get-appointment --label="$backend" --state="$state" --target="$sched_addr" \
       --connections="${ck%x*}" --inflight="${ck#*x}"
@@ -223,7 +240,6 @@ for backend in sqlite postgres; do
   done
 
   say "messaging ($backend)"
-  lg --scenario=deliver --label="$backend" --state="$state" --target="$msg_addr" --mode=open --rate=1000
   if [ "$backend" = sqlite ]; then
     # Redis-only paths: once, next to redis-benchmark on the same redis-server.
     lg --scenario=heartbeat --label=redis --target="$msg_addr" --connections=4 --inflight=32
@@ -233,9 +249,14 @@ for backend in sqlite postgres; do
     "$bin/continuum-loadgen" --scenario=streams --label=redis --target="$msg_addr" --streams="$nstreams" \
       --connections=8 --server-pid="$msg_pid" --out="$results" >/dev/null
   fi
+  # Last on this stack: a delivery backlog left behind must not disturb another measurement.
+  for r in 100 1000; do
+    lg --scenario=deliver --label="$backend" --state="$state" --target="$msg_addr" --mode=open --rate="$r"
+  done
   for pid in "$msg_pid" "$rec_pid" "$sched_pid" "$redis_pid"; do stop_pid "$pid"; done
 done
 
+jsonl "{\"scenario\":\"environment-end\",\"loadavg_after\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"seconds_total\":$((SECONDS - t_begin))}"
 say "report"
 mkdir -p "$out"
 cp "$results" "$out/results.jsonl"

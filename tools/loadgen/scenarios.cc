@@ -494,7 +494,10 @@ absl::StatusOr<State> Seed(const SeedConfig& config) {
   // Clinic kap, its people, the client's care team and program, and one medicine session:
   // the shared seed, so the load runs on the same data as the integration tests.
   const std::string appointment = platform.SeedMedicineSession();
-  if (appointment.empty()) return absl::InternalError("SeedMedicineSession failed (see the messages above)");
+  if (appointment.empty()) {
+    return absl::InternalError(
+        "SeedMedicineSession failed (see the messages above); setup needs services on freshly created databases");
+  }
   state.Set("appointment", appointment);
 
   // Booking clients, each with the therapist on their care team and an ACTIVE program.
