@@ -2,10 +2,34 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/redis/streams.h"
+#include "common/status/errors.h"
 #include "common/status/macros.h"
 #include "spdlog/spdlog.h"
 
 namespace continuum::outbox {
+namespace {
+
+// XADD the event to its stream (approximately trimmed) and, when it has a notify channel,
+// PUBLISH "<entry id> <payload>" to wake live subscribers (losing that publish is fine: a
+// subscriber catches up from the stream, the durable copy, by its cursor).
+//   KEYS[1] stream; ARGV: maxlen (0 = none), event_id, type, payload, notify channel
+constexpr char kRelayScript[] = R"lua(
+local id
+if ARGV[1] ~= '0' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event_id', ARGV[2], 'type', ARGV[3], 'payload', ARGV[4])
+else
+  id = redis.call('XADD', KEYS[1], '*', 'event_id', ARGV[2], 'type', ARGV[3], 'payload', ARGV[4])
+end
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], id .. ' ' .. ARGV[4]) end
+return id
+)lua";
+
+const std::string& RelayScriptSha() {
+  static const std::string* sha = new std::string(redis::ScriptSha(kRelayScript));
+  return *sha;
+}
+
+}  // namespace
 
 const std::vector<db::Migration>& Migrations() {
   static const auto* const kMigrations = new std::vector<db::Migration>{
@@ -63,30 +87,55 @@ absl::StatusOr<int> Relay::RelayOnce() {
                    db_.Query("SELECT id, stream, event_id, type, payload, notify_channel FROM outbox"
                              " WHERE lease_owner = $1 AND sent_time IS NULL ORDER BY id",
                              {options_.owner}));
-  int sent = 0;
+  if (rows.empty()) return 0;
+  // One round trip for the whole batch: SCRIPT LOAD (so the script exists even right after a
+  // Redis restart; commands run in order) then one EVALSHA per row doing XADD + PUBLISH.
+  // Sequential XADD, PUBLISH and a committed UPDATE per row capped live delivery near
+  // 600 deliveries/s (docs/perf); now the rows are marked sent in one transaction.
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(rows.size() + 1);
+  commands.push_back({"SCRIPT", "LOAD", kRelayScript});
+  const std::string maxlen = absl::StrCat(options_.stream_maxlen > 0 ? options_.stream_maxlen : 0);
   for (const db::Row& row : rows) {
-    auto entry_id = redis::XAdd(redis_, row.Text(1),
-                                {{"event_id", row.Text(2)}, {"type", row.Text(3)}, {"payload", row.Bytes(4)}},
-                                options_.stream_maxlen);
-    if (!entry_id.ok()) {
-      // Give the rest back at once rather than waiting for the lease to expire.
-      db_.Exec("UPDATE outbox SET lease_owner = NULL, lease_until = NULL"
-               " WHERE lease_owner = $1 AND sent_time IS NULL",
-               {options_.owner})
-          .IgnoreError();
-      return entry_id.status();
-    }
-    if (!row.Text(5).empty()) {
-      // Wake live subscribers: "<stream entry id> <payload>". Losing this publish is fine: a
-      // subscriber catches up from the stream (the durable copy) by its cursor.
-      redis_.Command({"PUBLISH", row.Text(5), absl::StrCat(*entry_id, " ", row.Bytes(4))}).IgnoreError();
-    }
-    RETURN_IF_ERROR(db_.Exec("UPDATE outbox SET sent_time = $1, stream_entry_id = $2 WHERE id = $3",
-                             {db::Micros(clock_.Now()), *entry_id, row.Int(0)})
-                        .status());
-    ++sent;
+    commands.push_back({"EVALSHA", RelayScriptSha(), "1", row.Text(1), maxlen, row.Text(2), row.Text(3), row.Bytes(4),
+                        row.Text(5)});
   }
-  return sent;
+  auto give_back = [&] {  // the rest back at once rather than when the lease expires
+    db_.Exec("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND sent_time IS NULL",
+             {options_.owner})
+        .IgnoreError();
+  };
+  auto replies = redis_.Pipeline(commands);
+  if (!replies.ok()) {
+    give_back();
+    return replies.status();
+  }
+  std::vector<std::pair<int64_t, std::string>> done;
+  absl::Status failed;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const redis::Reply& r = (*replies)[i + 1];
+    if (r.type != redis::Reply::Type::kString) {
+      failed = MakeError(absl::StatusCode::kInternal, "REDIS_ERROR", absl::StrCat("outbox relay: ", r.str));
+      break;  // keep order: later rows wait for the next attempt
+    }
+    done.emplace_back(rows[i].Int(0), r.str);
+  }
+  if (!done.empty()) {
+    absl::Time sent_at = clock_.Now();
+    RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+      for (const auto& [id, entry] : done) {
+        RETURN_IF_ERROR(tx.Exec("UPDATE outbox SET sent_time = $1, stream_entry_id = $2 WHERE id = $3",
+                                {db::Micros(sent_at), entry, id})
+                            .status());
+      }
+      return absl::OkStatus();
+    }));
+  }
+  if (!failed.ok()) {
+    give_back();
+    return failed;
+  }
+  return static_cast<int>(done.size());
 }
 
 void Relay::Start() {

@@ -1,5 +1,9 @@
 #include "common/redis/client.h"
 
+#include <openssl/sha.h>
+
+#include "absl/strings/escaping.h"
+
 #include <hiredis/hiredis.h>
 #include <poll.h>
 #include <sys/time.h>
@@ -120,6 +124,27 @@ absl::StatusOr<Reply> Connection::Command(const std::vector<std::string>& args) 
   return out;
 }
 
+absl::StatusOr<std::vector<Reply>> Connection::Pipeline(const std::vector<std::vector<std::string>>& commands) {
+  if (broken_) return Unavailable("redis connection is broken");
+  for (const auto& args : commands) {
+    std::vector<size_t> lens;
+    auto argv = ArgvOf(args, &lens);
+    if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()) != REDIS_OK) {
+      return IoError("append");
+    }
+  }
+  std::vector<Reply> replies;
+  replies.reserve(commands.size());
+  for (size_t i = 0; i < commands.size(); ++i) {
+    void* raw = nullptr;
+    // The first call flushes the whole output buffer, then each call reads one reply.
+    if (redisGetReply(ctx_, &raw) != REDIS_OK || raw == nullptr) return IoError("pipeline");
+    replies.push_back(Reply::FromHiredis(static_cast<redisReply*>(raw)));
+    freeReplyObject(raw);
+  }
+  return replies;
+}
+
 absl::StatusOr<Reply> Connection::Command(const std::vector<std::string>& args,
                                           absl::Duration timeout) {
   RETURN_IF_ERROR(SetTimeout(timeout));
@@ -223,6 +248,13 @@ absl::StatusOr<Reply> Client::CommandAllowError(const std::vector<std::string>& 
   return reply;
 }
 
+absl::StatusOr<std::vector<Reply>> Client::Pipeline(const std::vector<std::vector<std::string>>& commands) {
+  ASSIGN_OR_RETURN(auto conn, Take());
+  auto replies = conn->Pipeline(commands);
+  Return(std::move(conn));
+  return replies;
+}
+
 absl::StatusOr<Reply> Client::Command(const std::vector<std::string>& args) {
   ASSIGN_OR_RETURN(Reply reply, CommandAllowError(args));
   if (reply.type == Reply::Type::kError) {
@@ -237,6 +269,12 @@ absl::Status Client::Ping() { return Command({"PING"}).status(); }
 bool Client::healthy() const {
   absl::MutexLock lock(&mu_);
   return healthy_;
+}
+
+std::string ScriptSha(absl::string_view script) {
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(script.data()), script.size(), digest);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
 }
 
 }  // namespace continuum::redis

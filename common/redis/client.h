@@ -60,6 +60,10 @@ class Connection {
   // Same, with an explicit read timeout (e.g. for XREADGROUP BLOCK).
   absl::StatusOr<Reply> Command(const std::vector<std::string>& args, absl::Duration timeout);
 
+  // Sends all commands in one write and reads their replies in order: one round trip for
+  // the batch. Redis error replies come back as kError entries.
+  absl::StatusOr<std::vector<Reply>> Pipeline(const std::vector<std::vector<std::string>>& commands);
+
   // Pipelining for subscribers: send without waiting, then poll for replies.
   absl::Status Send(const std::vector<std::string>& args);
   // Waits up to `timeout` for one reply; returns nullopt-like kNil with `*got = false` on timeout.
@@ -86,6 +90,8 @@ class Client {
   // (reason REDIS_ERROR) carrying Redis' message; use CommandAllowError to inspect it.
   absl::StatusOr<Reply> Command(const std::vector<std::string>& args);
   absl::StatusOr<Reply> CommandAllowError(const std::vector<std::string>& args);
+  // Connection::Pipeline on a pooled connection (error replies stay in the vector).
+  absl::StatusOr<std::vector<Reply>> Pipeline(const std::vector<std::vector<std::string>>& commands);
 
   absl::Status Ping();
   // True when the last connection attempt or command succeeded.
@@ -108,5 +114,8 @@ class Client {
 };
 
 absl::Status Unavailable(absl::string_view message);
+
+// The SHA1 (hex) Redis names a Lua script by, for EVALSHA.
+std::string ScriptSha(absl::string_view script);
 
 }  // namespace continuum::redis

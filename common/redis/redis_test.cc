@@ -44,6 +44,27 @@ TEST_F(RedisTest, RunsCommandsAndReportsRedisErrors) {
   EXPECT_EQ(ErrorReason(bad.status()), "REDIS_ERROR");
 }
 
+TEST_F(RedisTest, PipelineReturnsEveryReplyInOrderWithErrorsInPlace) {
+  Client client(options_);
+  std::vector<std::vector<std::string>> commands;
+  for (int i = 0; i < 200; ++i) commands.push_back({"INCR", "counter"});
+  commands.push_back({"HSET", "counter", "f", "v"});  // wrong type: an error reply, in place
+  commands.push_back({"GET", "counter"});
+  auto replies = client.Pipeline(commands);
+  ASSERT_TRUE(replies.ok()) << replies.status();
+  ASSERT_EQ(replies->size(), 202u);
+  for (int i = 0; i < 200; ++i) ASSERT_EQ((*replies)[i].integer, i + 1);
+  EXPECT_EQ((*replies)[200].type, Reply::Type::kError);
+  EXPECT_EQ((*replies)[201].str, "200");
+  // A script is named by the SHA1 Redis computes for it.
+  const std::string script = "return ARGV[1]";
+  auto loaded = client.Command({"SCRIPT", "LOAD", script});
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->str, ScriptSha(script));
+  server_->Kill();
+  EXPECT_EQ(client.Pipeline(commands).status().code(), absl::StatusCode::kUnavailable);
+}
+
 TEST_F(RedisTest, FailsFastWhileDownAndReconnectsAfterRestart) {
   Client client(options_);
   ASSERT_TRUE(client.Ping().ok());

@@ -1,8 +1,5 @@
 #include "services/messaging/presence.h"
 
-#include <openssl/sha.h>
-
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -82,13 +79,7 @@ return {best, change, seen, prev}
 }
 
 const std::string& PresenceScriptSha() {
-  static const std::string* sha = [] {
-    unsigned char digest[SHA_DIGEST_LENGTH];
-    const std::string& body = PresenceScript();
-    SHA1(reinterpret_cast<const unsigned char*>(body.data()), body.size(), digest);
-    return new std::string(absl::BytesToHexString(
-        absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest))));
-  }();
+  static const std::string* sha = new std::string(redis::ScriptSha(PresenceScript()));
   return *sha;
 }
 
