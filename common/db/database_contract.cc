@@ -3,6 +3,7 @@
 #include <atomic>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "common/db/migrations.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
@@ -129,6 +130,38 @@ TEST_P(DatabaseContractTest, ConcurrentWritersLoseNoUpdate) {
   auto rows = db_->Query("SELECT n FROM items WHERE id = 'counter'");
   ASSERT_TRUE(rows.ok());
   EXPECT_EQ(rows->at(0).Int(0), kThreads * kPerThread);
+}
+
+// Concurrent writers, some of whose transactions fail after writing (SQLite commits
+// concurrent writers as a group): each caller's outcome is its own, and exactly the
+// transactions that reported success are stored, each whole.
+TEST_P(DatabaseContractTest, ConcurrentTransactionsThatFailLeaveNoTraceAndOthersCommit) {
+  constexpr int kThreads = 8, kPerThread = 40;
+  std::atomic<int> reported_ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string id = absl::StrCat("t", t, "-", i);
+        const bool fail = (t * kPerThread + i) % 7 == 3;
+        absl::Status s = db_->InTransaction([&](Tx& tx) -> absl::Status {
+          RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, n) VALUES ($1, 1)", {id}).status());
+          RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id, n) VALUES ($1, 2)", {id + "-pair"}).status());
+          if (fail) return absl::FailedPreconditionError("body fails after writing");
+          return absl::OkStatus();
+        });
+        EXPECT_EQ(s.ok(), !fail) << id << ": " << s;
+        if (s.ok()) reported_ok++;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto rows = db_->Query("SELECT COUNT(*) FROM items WHERE n = 1");
+  auto pairs = db_->Query("SELECT COUNT(*) FROM items WHERE n = 2");
+  ASSERT_TRUE(rows.ok() && pairs.ok());
+  EXPECT_EQ(rows->at(0).Int(0), reported_ok.load());
+  EXPECT_EQ(pairs->at(0).Int(0), reported_ok.load()) << "no half-applied transaction";
+  EXPECT_EQ(reported_ok.load(), kThreads * kPerThread - (kThreads * kPerThread + 3) / 7);
 }
 
 TEST_P(DatabaseContractTest, ConcurrentInsertsOfOneKeyHaveExactlyOneWinner) {

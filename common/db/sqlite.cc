@@ -4,7 +4,9 @@
 // other pooled connections concurrently (WAL lets them read while one writes).
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <deque>
+#include <optional>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -163,13 +165,90 @@ class SqliteDatabase final : public Database {
 
   absl::Status InTransaction(const std::function<absl::Status(Tx&)>& fn, TxMode mode,
                              int max_attempts) override {
-    return RetryAborted(max_attempts, [&] { return Attempt(fn, mode); });
+    bool write = mode == TxMode::kReadWrite;
+    return RetryAborted(max_attempts, [&] { return write ? GroupCommit(fn) : Attempt(fn, mode); });
   }
 
  private:
+  // Group commit. SQLite has one writer at a time and each COMMIT waits for an fsync
+  // (synchronous=FULL), so writers that arrive while a commit is in progress queue up and
+  // the next one to run becomes the leader: it runs the whole queue (up to kMaxGroup) in one
+  // transaction, each transaction body inside its own SAVEPOINT so a failing body is rolled
+  // back alone, then commits once. Every caller gets its own body's status, and OK only
+  // after the shared COMMIT is durable. Bodies run one after another in arrival order, so
+  // the outcome is the same as committing them serially.
+  struct Pending {
+    const std::function<absl::Status(Tx&)>* fn;
+    absl::Status result;
+    bool done = false;
+  };
+  static constexpr size_t kMaxGroup = 64;
+
+  absl::Status GroupCommit(const std::function<absl::Status(Tx&)>& fn) {
+    Pending me{&fn};
+    absl::MutexLock lock(&group_mu_);
+    group_queue_.push_back(&me);
+    auto can_lead_or_done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(group_mu_) { return me.done || !group_leader_; };
+    while (true) {
+      group_mu_.Await(absl::Condition(&can_lead_or_done));
+      if (me.done) return me.result;
+      // Lead: take the oldest waiters (FIFO, so my turn comes even if this batch is full).
+      group_leader_ = true;
+      std::vector<Pending*> batch;
+      while (!group_queue_.empty() && batch.size() < kMaxGroup) {
+        batch.push_back(group_queue_.front());
+        group_queue_.pop_front();
+      }
+      group_mu_.Unlock();
+      RunGroup(batch);
+      group_mu_.Lock();
+      for (Pending* p : batch) p->done = true;
+      group_leader_ = false;
+    }
+  }
+
+  void RunGroup(const std::vector<Pending*>& batch) {
+    absl::MutexLock writer(&writer_mu_);
+    SqliteConn* conn = pool_.Acquire();
+    absl::Status status = conn->Simple("PRAGMA query_only = 0");
+    if (status.ok()) status = conn->Simple("BEGIN IMMEDIATE");
+    if (!status.ok()) {
+      for (Pending* p : batch) p->result = status;
+      pool_.Release(conn);
+      return;
+    }
+    bool any_ok = false;
+    if (batch.size() == 1) {
+      batch[0]->result = (*batch[0]->fn)(*conn);
+      any_ok = batch[0]->result.ok();
+    } else {
+      for (Pending* p : batch) {
+        absl::Status s = conn->Simple("SAVEPOINT group_member");
+        if (s.ok()) s = (*p->fn)(*conn);
+        if (s.ok()) {
+          s = conn->Simple("RELEASE group_member");
+        } else {
+          conn->Simple("ROLLBACK TO group_member").IgnoreError();
+          conn->Simple("RELEASE group_member").IgnoreError();
+        }
+        p->result = s;
+        any_ok = any_ok || s.ok();
+      }
+    }
+    absl::Status commit = any_ok ? conn->Simple("COMMIT") : conn->Simple("ROLLBACK");
+    if (any_ok && !commit.ok()) {
+      conn->Simple("ROLLBACK").IgnoreError();
+      for (Pending* p : batch) {
+        if (p->result.ok()) p->result = commit;  // nothing of this group is durable
+      }
+    }
+    pool_.Release(conn);
+  }
+
   absl::Status Attempt(const std::function<absl::Status(Tx&)>& fn, TxMode mode) {
-    bool write = mode == TxMode::kReadWrite || pool_.size() == 1;
-    if (write) writer_mu_.Lock();
+    // One connection (":memory:") is shared by readers and the writer: take turns.
+    std::optional<absl::MutexLock> single;
+    if (pool_.size() == 1) single.emplace(&writer_mu_);
     SqliteConn* conn = pool_.Acquire();
     bool read_only = mode == TxMode::kReadOnly;
     // query_only makes a read-only transaction refuse writes, as PostgreSQL's READ ONLY does.
@@ -185,11 +264,12 @@ class SqliteDatabase final : public Database {
       }
     }
     pool_.Release(conn);
-    if (write) writer_mu_.Unlock();
     return status;
   }
 
-
+  absl::Mutex group_mu_;
+  std::deque<Pending*> group_queue_ ABSL_GUARDED_BY(group_mu_);
+  bool group_leader_ ABSL_GUARDED_BY(group_mu_) = false;
   ConnectionPool<SqliteConn> pool_;
   absl::Mutex writer_mu_;
 };
