@@ -106,6 +106,7 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
   rt.instance_id = absl::StrCat(host, "-", getpid(), "-", api::NewId().substr(0, 8));
+  spdlog::info("{}: instance {}", def.binary, rt.instance_id);
   rt.relay = std::make_unique<outbox::Relay>(*rt.db, *rt.redis, RealClock::Get(),
                                              outbox::Relay::Options{.owner = def.name + "-" + rt.instance_id});
   rt.authenticator = std::make_unique<auth::Authenticator>(std::move(*verifier), RealClock::Get());
