@@ -145,6 +145,15 @@ class SqliteConn final : public Tx {
 
   Backend backend() const override { return Backend::kSqlite; }
 
+  // query_only makes a read-only transaction refuse writes, as PostgreSQL's READ ONLY does.
+  // Set only when it changes: a PRAGMA per transaction was a measurable cost of small reads.
+  absl::Status SetQueryOnly(bool on) {
+    if (query_only_ == static_cast<int>(on)) return absl::OkStatus();
+    absl::Status s = Simple(on ? "PRAGMA query_only = 1" : "PRAGMA query_only = 0");
+    query_only_ = s.ok() ? static_cast<int>(on) : -1;
+    return s;
+  }
+
   absl::Status Simple(const char* sql) {
     char* err = nullptr;
     int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err);
@@ -154,6 +163,7 @@ class SqliteConn final : public Tx {
 
  private:
   sqlite3* db_;
+  int query_only_ = -1;  // unknown
   std::map<std::string, sqlite3_stmt*, std::less<>> statements_;
 };
 
@@ -210,7 +220,7 @@ class SqliteDatabase final : public Database {
   void RunGroup(const std::vector<Pending*>& batch) {
     absl::MutexLock writer(&writer_mu_);
     SqliteConn* conn = pool_.Acquire();
-    absl::Status status = conn->Simple("PRAGMA query_only = 0");
+    absl::Status status = conn->SetQueryOnly(false);
     if (status.ok()) status = conn->Simple("BEGIN IMMEDIATE");
     if (!status.ok()) {
       for (Pending* p : batch) p->result = status;
@@ -251,8 +261,7 @@ class SqliteDatabase final : public Database {
     if (pool_.size() == 1) single.emplace(&writer_mu_);
     SqliteConn* conn = pool_.Acquire();
     bool read_only = mode == TxMode::kReadOnly;
-    // query_only makes a read-only transaction refuse writes, as PostgreSQL's READ ONLY does.
-    absl::Status status = conn->Simple(read_only ? "PRAGMA query_only = 1" : "PRAGMA query_only = 0");
+    absl::Status status = conn->SetQueryOnly(read_only);
     if (status.ok()) status = conn->Simple(read_only ? "BEGIN" : "BEGIN IMMEDIATE");
     if (status.ok()) {
       status = fn(*conn);

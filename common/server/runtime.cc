@@ -37,7 +37,7 @@ CommonConfig ReadCommonConfig(ConfigSource& source, const std::string& service, 
       source.Bool("tls-require-client-cert", false, "mutual TLS: refuse clients without a valid cert");
   c.database_url = source.String("database-url", absl::StrCat("sqlite:", service, ".db"),
                                  "sqlite:/path/file.db, sqlite::memory: or postgres://...");
-  c.database_pool = static_cast<int>(source.Int("database-pool", 4, "database connections", 1, 256));
+  c.database_pool = static_cast<int>(source.Int("database-pool", 8, "database connections (match worker-threads: each busy worker holds one)", 1, 256));
   c.redis_address = source.String("redis-address", "127.0.0.1:6379", "redis host:port");
   c.jwt.issuer = source.String("jwt-issuer", "continuum-dev", "required JWT 'iss'");
   c.jwt.audience = source.String("jwt-audience", "continuum", "required JWT 'aud'");
