@@ -7,6 +7,7 @@
 #   tools/bench/run.sh
 #
 # Environment: PERF_SECONDS (measured seconds per point, default 5), PERF_WARMUP (1),
+# PERF_REPEAT_SECONDS (3: each of the three alternating runs behind a read target),
 # PERF_OUT (where report.md, the PNGs and results.jsonl go; default docs/perf),
 # PERF_STREAMS (10000), CONTINUUM_BUILD_DIR (build).
 #
@@ -18,6 +19,7 @@ build="${CONTINUUM_BUILD_DIR:-$root/build}"
 out="${PERF_OUT:-$root/docs/perf}"
 secs="${PERF_SECONDS:-5}"
 warm="${PERF_WARMUP:-1}"
+rsecs="${PERF_REPEAT_SECONDS:-3}"
 nstreams="${PERF_STREAMS:-10000}"
 bin="$build/bin"
 t_begin=$SECONDS
@@ -212,17 +214,24 @@ for backend in sqlite postgres; do
     --messaging="$msg_addr" --state="$state"
 
   say "reads ($backend)"
-  # The echo baselines of the read targets again, right before the reads: the machine's other
-  # load drifts during a run, and a ratio is fairest between neighbouring measurements.
-  lg --scenario=echo --label="echo-$backend" --target="$echo_addr" --connections=4 --inflight=32
-  lg --scenario=echo --label="echo-$backend" --target="$echo_addr" --mode=open --rate="${rates[2]}"
-  for ck in 1x1 4x4 4x32 16x100; do
-    lg --scenario=get-appointment --label="$backend" --state="$state" --target="$sched_addr" \
-      --connections="${ck%x*}" --inflight="${ck#*x}"
+  ga() { lg --scenario=get-appointment --label="$backend" --state="$state" --target="$sched_addr" "$@"; }
+  for ck in 1x1 4x4; do ga --connections="${ck%x*}" --inflight="${ck#*x}"; done
+  # The target points three times each, alternating with their echo baseline (the report takes
+  # medians): the machine's other load drifts, and a ratio is fairest between neighbours.
+  for _ in 1 2 3; do
+    lg --scenario=echo --label="echo-$backend" --target="$echo_addr" --connections=4 --inflight=32 \
+      --duration="${rsecs}s"
+    ga --connections=4 --inflight=32 --duration="${rsecs}s"
+    ga --connections=16 --inflight=100 --duration="${rsecs}s"
   done
-  for r in "${rates[@]}"; do
-    lg --scenario=get-appointment --label="$backend" --state="$state" --target="$sched_addr" --mode=open --rate="$r"
+  ga --mode=open --rate="${rates[0]}"
+  ga --mode=open --rate="${rates[1]}"
+  for _ in 1 2 3; do
+    lg --scenario=echo --label="echo-$backend" --target="$echo_addr" --mode=open --rate="${rates[2]}" \
+      --duration="${rsecs}s"
+    ga --mode=open --rate="${rates[2]}" --duration="${rsecs}s"
   done
+  ga --mode=open --rate="${rates[3]}"
   lg --scenario=search-slots --label="$backend" --state="$state" --target="$sched_addr" --connections=4 --inflight=32
 
   say "writes ($backend)"

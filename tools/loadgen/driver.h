@@ -55,6 +55,7 @@ struct LoadOptions {
   // Open loop: when this many calls are outstanding the schedule waits (the lateness still
   // counts in the latency); bounds the client's memory against a server that stalls.
   int max_outstanding = 20000;
+  int pacing_threads = 2;  // open loop: threads starting the calls (one per core here)
 };
 
 struct LoadResult {

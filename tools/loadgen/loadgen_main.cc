@@ -29,7 +29,8 @@ namespace {
 struct Flags {
   std::string scenario, target, state, label, out, mode;
   std::string scheduling, records, messaging, database_url;
-  int connections = 4, inflight = 32, threads = 4, streams = 10000, server_pid = 0, payload = 16, book_window = 0;
+  int connections = 4, inflight = 32, threads = 4, pacing_threads = 2, streams = 10000, server_pid = 0, payload = 16,
+      book_window = 0;
   double rate = 1000;
   absl::Duration warmup, duration, deadline;
 };
@@ -133,7 +134,8 @@ int Run(const Flags& f) {
                       .inflight = f.inflight,
                       .rate = f.rate,
                       .warmup = f.warmup,
-                      .duration = f.duration};
+                      .duration = f.duration,
+                      .pacing_threads = f.pacing_threads};
   LoadResult r = RunLoad(**workload, options);
   JsonObject j = ResultJson(f, f.mode, r);
   (*workload)->AddJson(j);
@@ -162,6 +164,8 @@ int main(int argc, char** argv) {
   f.connections = static_cast<int>(c.Int("connections", 4, "channels, each its own connection", 1, 1024));
   f.inflight = static_cast<int>(c.Int("inflight", 32, "closed loop: outstanding calls per connection", 1, 100000));
   f.rate = static_cast<double>(c.Int("rate", 1000, "open loop: calls per second", 1, 10000000));
+  f.pacing_threads =
+      static_cast<int>(c.Int("pacing-threads", 2, "open loop: threads sharing the schedule of call starts", 1, 64));
   f.warmup = c.Duration("warmup", absl::Seconds(1), "calls started before this are not counted");
   f.duration = c.Duration("duration", absl::Seconds(5), "measured time after the warm-up");
   f.deadline = c.Duration("deadline", absl::Seconds(10), "deadline of every call");
