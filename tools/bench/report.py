@@ -145,15 +145,33 @@ def main():
         gh = one(rows, scenario="get-appointment", mode="open", rate=half, label=b) if half else None
         if gh and echo_half:
             r = ratio(lat(gh, "p99"), lat(echo_half, "p99"))
-            saturated = ""
             if qps(echo_half) < 0.95 * half:
                 # Evenly paced calls do not share HTTP/2 writes and wake-ups as a closed loop's do,
-                # so an open loop can saturate below the closed-loop maximum.
-                saturated = (f"; the echo server itself sustained only {fmt(qps(echo_half))}/s at this rate, so both "
-                             "were past saturation")
-            verdict(f"p99 at half the echo maximum ({fmt(half)}/s, GetAppointment, {b}) <= 2x echo's p99", r <= 2,
-                    f"p99 {ms(lat(gh, 'p99'))} ms vs echo {ms(lat(echo_half, 'p99'))} ms = **{r:.2f}x** "
-                    f"(achieved {fmt(qps(gh))}/s{saturated})")
+                # so an open loop can saturate below the closed-loop maximum: then both queues grow
+                # without bound and their p99s say nothing about the service.
+                verdict(f"p99 at half the echo maximum ({fmt(half)}/s, GetAppointment, {b}) <= 2x echo's p99", None,
+                        f"not measurable here: the echo server itself sustained only {fmt(qps(echo_half))}/s at "
+                        f"this rate open loop (p99 {ms(lat(echo_half, 'p99'))} ms; GetAppointment "
+                        f"{fmt(qps(gh))}/s, p99 {ms(lat(gh, 'p99'))} ms)")
+            else:
+                verdict(f"p99 at half the echo maximum ({fmt(half)}/s, GetAppointment, {b}) <= 2x echo's p99", r <= 2,
+                        f"p99 {ms(lat(gh, 'p99'))} ms vs echo {ms(lat(echo_half, 'p99'))} ms = **{r:.2f}x** "
+                        f"(achieved {fmt(qps(gh))}/s)")
+        # The same comparison at the highest offered rate the echo server did sustain open loop.
+        sustained = []
+        for x in sorted({r["rate"] for r in find(rows, scenario="get-appointment", mode="open", label=b)}):
+            e = (one(rows, scenario="echo", mode="open", rate=x, label=f"echo-{b}") or
+                 one(rows, scenario="echo", mode="open", rate=x, label=""))
+            if e and qps(e) >= 0.95 * x and x != half:
+                sustained.append((x, e))
+        if sustained:
+            x, e = sustained[-1]
+            g = one(rows, scenario="get-appointment", mode="open", rate=x, label=b)
+            r = ratio(lat(g, "p99"), lat(e, "p99"))
+            verdict(f"(supplement) p99 at {fmt(x)}/s, the highest rate echo sustained open loop (GetAppointment, {b}) "
+                    "<= 2x echo's p99", r <= 2,
+                    f"p99 {ms(lat(g, 'p99'))} ms vs echo {ms(lat(e, 'p99'))} ms = **{r:.2f}x** (achieved "
+                    f"{fmt(qps(g))}/s)")
     hb = one(rows, scenario="heartbeat", mode="closed")
     if hb:
         r = ratio(qps(hb), zadd)
@@ -247,8 +265,10 @@ def main():
     late = [max(runs, key=lambda r: r.get("late_start_ms") or 0) for runs in groups.values()]
     late = [r for r in late if r.get("mode") == "open" and (r.get("late_start_ms") or 0) > 5]
     if late:
-        md.append("The load generator itself started calls late (it shares the cores) by up to: " + "; ".join(
-            f"{r['scenario']} {r.get('label') or ''} {r['rate']:,.0f}/s {r['late_start_ms']:.0f} ms" for r in late) +
+        md.append("Open-loop calls started late (the generator shares the cores, and holds new calls back while "
+                  "20,000 are outstanding) by up to: " + "; ".join(
+                      " ".join(x for x in (r["scenario"], r.get("label"), f"{r['rate']:,.0f}/s") if x) +
+                      f" {r['late_start_ms']:,.0f} ms" for r in late) +
                   ". That lateness is inside the open-loop latencies above, as a real caller's would be.\n")
     rb = find(rows, scenario="redis-benchmark")
     if rb:
