@@ -28,7 +28,7 @@ def find(rows, **kw):
     return [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
 
 
-KEYS = ("scenario", "label", "mode", "connections", "inflight", "rate", "threads")
+KEYS = ("scenario", "label", "mode", "connections", "inflight", "rate", "threads", "conversations")
 
 
 def median_run(runs):
@@ -80,6 +80,9 @@ def errors(r):
 
 
 def load_text(r):
+    if r.get("scenario") == "deliver":
+        n = r.get("conversations", 1)
+        return f"open {r['rate']:,.0f}/s, {n} conversation{'s' if n != 1 else ''}"
     if r.get("mode") == "open":
         return f"open {r['rate']:,.0f}/s"
     if r["scenario"] == "bare-insert":
@@ -184,11 +187,14 @@ def main():
                 f"{fmt(qps(hb))}/s (4x32) vs ZADD {fmt(zadd)}/s = **{r:.2f}x** (0.5x ZADD is {fmt(zadd / 2)}/s; "
                 f"the echo maximum here is {fmt(echo_max)}/s)")
     for b in BACKENDS:
-        d = one(rows, scenario="deliver", label=b, rate=1000)
+        # Messages spread over clients' conversations (the hot single conversation is in the table).
+        spread = [r for r in find(rows, scenario="deliver", label=b, rate=1000) if r.get("conversations", 1) > 1]
+        d = median_run(spread) if spread else None
         if d:
             dl = d["delivery_ms"]
             complete = dl["delivered"] >= dl["expected"] and dl["expected"] > 0
-            verdict(f"send -> live delivery p99 <= 10 ms at 1,000 msg/s ({b})", complete and dl["p99"] <= 10,
+            verdict(f"send -> live delivery p99 <= 10 ms at 1,000 msg/s ({b}, {d['conversations']} conversations)",
+                    complete and dl["p99"] <= 10,
                     f"p99 **{ms(dl['p99'])} ms** (p50 {ms(dl['p50'])} ms), sends achieved {fmt(qps(d))}/s, "
                     f"delivered {dl['delivered']} of {dl['expected']}")
     st = one(rows, scenario="streams")
@@ -344,8 +350,9 @@ def main():
 - `bare-insert`: a single-row INSERT per transaction through `common/db` into session-record's database, i.e.
   the same file or cluster and the same durability settings (SQLite WAL + synchronous=FULL; PostgreSQL fsync and
   synchronous_commit on).
-- `heartbeat`: messaging `Heartbeat` of 256 people; `deliver`: the therapist's `SendMessage` at a fixed rate, latency
-  from each message's intended send time to its arrival on the client's live `Subscribe` stream.
+- `heartbeat`: messaging `Heartbeat` of 256 people; `deliver`: the therapist's `SendMessage` at a fixed rate, round
+  robin over 16 clients' conversations (or all into one), latency from each message's intended send time to its
+  arrival on that client's live `Subscribe` stream.
 - `streams`: open `Subscribe` streams of distinct people on one messaging replica; its RSS and threads from /proc.
 """)
     md.append("Raw results: `results.jsonl` (one JSON object per run). Re-run: `tools/bench/run.sh`.\n")

@@ -259,9 +259,13 @@ for backend in sqlite postgres; do
       --connections=8 --server-pid="$msg_pid" --out="$results" >/dev/null
   fi
   # Last on this stack: a delivery backlog left behind must not disturb another measurement.
+  # Messages go round robin to 16 clients' conversations (each client's stream live); then all
+  # into one conversation, the hot-row case.
   for r in 100 1000; do
     lg --scenario=deliver --label="$backend" --state="$state" --target="$msg_addr" --mode=open --rate="$r"
   done
+  lg --scenario=deliver --label="$backend" --state="$state" --target="$msg_addr" --mode=open --rate=1000 \
+    --conversations=1
   for pid in "$msg_pid" "$rec_pid" "$sched_pid" "$redis_pid"; do stop_pid "$pid"; done
 done
 

@@ -29,8 +29,8 @@ namespace {
 struct Flags {
   std::string scenario, target, state, label, out, mode;
   std::string scheduling, records, messaging, database_url;
-  int connections = 4, inflight = 32, threads = 4, pacing_threads = 2, streams = 10000, server_pid = 0, payload = 16,
-      book_window = 0;
+  int connections = 4, inflight = 32, threads = 4, pacing_threads = 2, conversations = 16, streams = 10000,
+      server_pid = 0, payload = 16, book_window = 0;
   double rate = 1000;
   absl::Duration warmup, duration, deadline;
 };
@@ -127,7 +127,8 @@ int Run(const Flags& f) {
                                 .connections = f.connections,
                                 .deadline = f.deadline,
                                 .payload_bytes = f.payload,
-                                .book_window = f.book_window},
+                                .book_window = f.book_window,
+                                .conversations = f.conversations},
                                *state);
   if (!workload.ok()) return Fail(workload.status());
   LoadOptions options{.mode = f.mode == "open" ? Mode::kOpen : Mode::kClosed,
@@ -172,6 +173,8 @@ int main(int argc, char** argv) {
   f.payload = static_cast<int>(c.Int("payload-bytes", 16, "echo message / timeline text / bare row size", 0, 1 << 20));
   f.book_window =
       static_cast<int>(c.Int("book-window", 0, "book: a fresh range of free slots per run (0, 1, ...)", 0, 1000));
+  f.conversations = static_cast<int>(
+      c.Int("conversations", 16, "deliver: client conversations sent to round robin (1 = one conversation)", 1, 64));
   f.scheduling = c.String("scheduling", "", "setup: scheduling host:port");
   f.records = c.String("records", "", "setup: session-record host:port");
   f.messaging = c.String("messaging", "", "setup: messaging host:port");

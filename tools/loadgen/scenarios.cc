@@ -309,35 +309,40 @@ class Reader : public grpc::ClientReadReactor<mv1::Delivery> {
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
-// The therapist sends messages in the client's conversation; the client's live stream receives
-// them. Each message carries its intended send time, so the delivery latency includes any
-// queueing before the send as well as the send itself and the fan-out.
+// The therapist sends messages in clients' conversations (round robin); each client's live
+// stream receives those of its conversation. Each message carries its intended send time, so the
+// delivery latency includes any queueing before the send as well as the send itself and the
+// fan-out.
 class DeliverWorkload : public ScenarioWorkload {
  public:
-  DeliverWorkload(const WorkloadConfig& c, std::vector<std::shared_ptr<grpc::Channel>> ch, std::string conversation)
+  DeliverWorkload(const WorkloadConfig& c, std::vector<std::shared_ptr<grpc::Channel>> ch,
+                  std::vector<std::string> conversations)
       : stubs_(Stubs<mv1::MessagingService>(ch)),
         deadline_(c.deadline),
-        conversation_(std::move(conversation)),
+        conversations_(std::move(conversations)),
         auth_(Bearer(TestToken("people/ther", "therapist", {"kap"}))),
         run_(RunId()),
         marker_(absl::StrCat("/messages/", run_, "-")) {}
   ~DeliverWorkload() override {
-    if (reader_) {
-      reader_->Cancel();
-      reader_->AwaitDone();
-    }
+    for (auto& r : readers_) r->Cancel();
+    for (auto& r : readers_) r->AwaitDone();
   }
 
-  // Opens the client's stream on a connection of its own (as the client's phone would have)
-  // and waits until it is live.
+  // Opens each conversation's client stream, each on a connection of its own (as the clients'
+  // phones would), and waits until all are live.
   absl::Status Subscribe(const std::string& address) {
-    ASSIGN_OR_RETURN(auto ch, Connect(address, 1));
-    sub_stub_ = mv1::MessagingService::NewStub(ch[0]);
-    reader_ = std::make_unique<Reader>(sub_stub_.get(), TestToken("people/casey", "client", {"kap"}), &live_,
-                                       [this](const mv1::Delivery& d) { OnDelivery(d); });
+    ASSIGN_OR_RETURN(auto ch, Connect(address, static_cast<int>(conversations_.size())));
+    for (size_t i = 0; i < conversations_.size(); ++i) {
+      // "clinics/kap/conversations/client-<person>" is the conversation of client <person>.
+      const std::string person = conversations_[i].substr(conversations_[i].rfind("/client-") + 8);
+      sub_stubs_.push_back(mv1::MessagingService::NewStub(ch[i]));
+      readers_.push_back(std::make_unique<Reader>(sub_stubs_.back().get(),
+                                                  TestToken("people/" + person, "client", {"kap"}), &live_,
+                                                  [this](const mv1::Delivery& d) { OnDelivery(d); }));
+    }
     absl::Time deadline = absl::Now() + absl::Seconds(20);
-    while (live_.load() == 0) {
-      if (absl::Now() > deadline) return absl::UnavailableError("the Subscribe stream did not go live in 20 s");
+    while (live_.load() < static_cast<int>(readers_.size())) {
+      if (absl::Now() > deadline) return absl::UnavailableError("the Subscribe streams did not go live in 20 s");
       absl::SleepFor(absl::Milliseconds(5));
     }
     return absl::OkStatus();
@@ -346,7 +351,7 @@ class DeliverWorkload : public ScenarioWorkload {
   int connections() const override { return static_cast<int>(stubs_.size()); }
   void Start(int conn, int64_t seq, int64_t intended, DoneFn done) override {
     mv1::SendMessageRequest req;
-    req.set_parent(conversation_);
+    req.set_parent(conversations_[seq % conversations_.size()]);
     req.set_message_id(absl::StrCat(run_, "-", seq));
     req.mutable_message()->set_text(absl::StrCat(intended));
     auto* stub = stubs_[conn].get();
@@ -389,6 +394,7 @@ class DeliverWorkload : public ScenarioWorkload {
 
   void AddJson(JsonObject& out) const override {
     absl::MutexLock lock(&mu_);
+    out.Int("conversations", static_cast<int64_t>(conversations_.size()));
     JsonObject d;
     d.Int("expected", expected_)
         .Int("delivered", delivery_.count())
@@ -412,10 +418,11 @@ class DeliverWorkload : public ScenarioWorkload {
 
   std::vector<std::unique_ptr<mv1::MessagingService::Stub>> stubs_;
   absl::Duration deadline_;
-  std::string conversation_, auth_, run_, marker_;
-  std::unique_ptr<mv1::MessagingService::Stub> sub_stub_;
+  std::vector<std::string> conversations_;
+  std::string auth_, run_, marker_;
+  std::vector<std::unique_ptr<mv1::MessagingService::Stub>> sub_stubs_;
   std::atomic<int> live_{0};
-  std::unique_ptr<Reader> reader_;
+  std::vector<std::unique_ptr<Reader>> readers_;
   mutable absl::Mutex mu_;
   std::vector<int64_t> sent_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<int64_t, int64_t>> delivered_ ABSL_GUARDED_BY(mu_);
@@ -588,6 +595,17 @@ absl::StatusOr<State> Seed(const SeedConfig& config) {
   RETURN_IF_ERROR(check(
       CallWith(msg.get(), &mv1::MessagingService::Stub::SendMessage, platform.therapist, hello, &sent), "message"));
   state.Set("conversation", kSubscriberConversation);
+  std::vector<std::string> conversations;
+  for (int i = 0; i < std::min(config.booking_clients, 64); ++i) {
+    mv1::SendMessageRequest m;
+    m.set_parent(absl::StrCat(kClinic, "/conversations/client-bc", i));
+    m.set_message_id(absl::StrCat(run, "-hello-", i));
+    m.mutable_message()->set_text("hello");
+    RETURN_IF_ERROR(
+        check(CallWith(msg.get(), &mv1::MessagingService::Stub::SendMessage, platform.therapist, m, &sent), "message"));
+    conversations.push_back(m.parent());
+  }
+  state.Set("client_conversations", absl::StrJoin(conversations, ","));
   return state;
 }
 
@@ -618,8 +636,19 @@ absl::StatusOr<std::unique_ptr<ScenarioWorkload>> MakeWorkload(const std::string
   }
   if (scenario == "heartbeat") return std::make_unique<HeartbeatWorkload>(c, ch);
   if (scenario == "deliver") {
-    ASSIGN_OR_RETURN(std::string conversation, state.Get("conversation"));
-    auto w = std::make_unique<DeliverWorkload>(c, ch, conversation);
+    std::vector<std::string> conversations;
+    if (c.conversations <= 1) {
+      ASSIGN_OR_RETURN(std::string conversation, state.Get("conversation"));
+      conversations.push_back(conversation);
+    } else {
+      ASSIGN_OR_RETURN(std::string all, state.Get("client_conversations"));
+      conversations = SplitList(all);
+      if (static_cast<int>(conversations.size()) < c.conversations) {
+        return absl::InvalidArgumentError(absl::StrCat("setup made ", conversations.size(), " client conversations"));
+      }
+      conversations.resize(c.conversations);
+    }
+    auto w = std::make_unique<DeliverWorkload>(c, ch, conversations);
     RETURN_IF_ERROR(w->Subscribe(c.address));
     return w;
   }

@@ -47,6 +47,7 @@ struct WorkloadConfig {
   absl::Duration deadline = absl::Seconds(10);  // of every call
   int payload_bytes = 16;                       // echo message / timeline text size
   int book_window = 0;                          // book: which range of free slots to use
+  int conversations = 16;                       // deliver: client conversations (and live streams) used
 };
 
 // A Workload that can describe what it measured beyond the calls (JSON fields).
@@ -56,8 +57,9 @@ class ScenarioWorkload : public Workload {
 };
 
 // `scenario` is one of echo, get-appointment, search-slots, book, record-write, heartbeat,
-// deliver (SendMessage, measured from the intended send time to live delivery on a Subscribe
-// stream). Connects every channel before returning.
+// deliver (SendMessage round robin over client conversations, measured from the intended send
+// time to live delivery on each client's Subscribe stream). Connects every channel before
+// returning.
 absl::StatusOr<std::unique_ptr<ScenarioWorkload>> MakeWorkload(const std::string& scenario,
                                                                const WorkloadConfig& config, const State& state);
 
