@@ -19,6 +19,18 @@ const std::vector<db::Migration>& Migrations();
 
 inline constexpr char kHealthName[] = "continuum.messaging.v1.MessagingService";
 
+// A cursor is a Redis stream entry id, "<milliseconds>-<sequence>", as handed out in
+// Delivery.cursor; empty means "from the oldest kept".
+inline bool ValidCursor(const std::string& c) {
+  if (c.empty()) return true;
+  size_t dash = c.find('-');
+  if (dash == std::string::npos || dash == 0 || dash + 1 == c.size() || c.size() > 41) return false;
+  for (size_t i = 0; i < c.size(); ++i) {
+    if (i != dash && (c[i] < '0' || c[i] > '9')) return false;
+  }
+  return true;
+}
+
 class MessagingServiceImpl final : public v1::MessagingService::CallbackService {
  public:
   MessagingServiceImpl(Messenger& messenger, LiveHub& hub, const auth::Authenticator& authenticator,
@@ -48,6 +60,10 @@ class MessagingServiceImpl final : public v1::MessagingService::CallbackService 
     if (!principal.ok()) return LiveHub::Refuse(ToGrpcStatus(principal.status()));
     auto person = domain_.SubscriberOf(*principal);
     if (!person.ok()) return LiveHub::Refuse(ToGrpcStatus(person.status()));
+    if (!ValidCursor(request->cursor())) {
+      return LiveHub::Refuse(ToGrpcStatus(
+          InvalidField("cursor", "not a cursor this server gave out: pass a Delivery.cursor unchanged, or empty")));
+    }
     return hub_.Open(*person, request->cursor());
   }
 

@@ -83,6 +83,21 @@ TEST_F(MessagingBinaryTest, LiveAcrossReplicasThenReplayFromCursorAfterDisconnec
   auto second = Read(b_.get(), first.cursor, 2);
   EXPECT_THAT(second.texts, ::testing::ElementsAre("Session at 10 tomorrow.", "Dose plan confirmed."))
       << "reconnecting with the last cursor replays exactly what was missed";
+
+  // A cursor the server never gave out is bad input, not an outage.
+  for (const std::string bad : {"yesterday", "12-", "-3", "1-2-3"}) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ctx.AddMetadata("authorization", "Bearer " + platform_.client);
+    mv1::SubscribeRequest req;
+    req.set_cursor(bad);
+    auto reader = a_->Subscribe(&ctx, req);
+    mv1::Delivery d;
+    EXPECT_FALSE(reader->Read(&d));
+    grpc::Status s = reader->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad << ": " << s.error_message();
+    EXPECT_EQ(ReasonOf(s), "INVALID_FIELD") << bad;
+  }
 }
 
 TEST_F(MessagingBinaryTest, RedisOutageLosesNothingAcknowledged) {
