@@ -66,6 +66,56 @@ std::string Platform::StartMessaging() {
   return messaging.back()->address();
 }
 
+grpc::Status Platform::AddPerson(const std::string& id, cv1::Role role, const std::string& request_id) {
+  sv1::CreatePersonRequest r;
+  r.set_person_id(id);
+  r.mutable_person()->set_display_name(id);
+  auto* membership = r.mutable_person()->add_memberships();
+  membership->set_clinic("clinics/kap");
+  membership->set_role(role);
+  r.set_request_id(request_id);
+  sv1::Person out;
+  return CallWith(sched.get(), &sv1::SchedulingService::Stub::CreatePerson, admin, r, &out);
+}
+
+grpc::Status Platform::OpenAllWeek(const std::string& provider_id, const std::string& request_id) {
+  sv1::UpdateAvailabilityRequest a;
+  a.mutable_availability()->set_name("clinics/kap/providers/" + provider_id + "/availability");
+  for (int d = 1; d <= 7; ++d) {
+    auto* w = a.mutable_availability()->add_weekly_hours();
+    w->set_day_of_week(static_cast<cv1::DayOfWeek>(d));
+    w->mutable_hours()->mutable_start()->set_hours(0);
+    w->mutable_hours()->mutable_end()->set_hours(24);
+  }
+  a.mutable_update_mask()->add_paths("weekly_hours");
+  a.set_request_id(request_id);
+  sv1::Availability out;
+  return CallWith(sched.get(), &sv1::SchedulingService::Stub::UpdateAvailability, admin, a, &out);
+}
+
+grpc::Status Platform::SetCareTeam(const std::string& client_id, const std::vector<std::string>& member_ids,
+                                   const std::string& request_id) {
+  sv1::UpdateCareTeamRequest t;
+  t.mutable_care_team()->set_name("clinics/kap/careTeams/" + client_id);
+  for (const auto& m : member_ids) t.mutable_care_team()->add_members()->set_person("people/" + m);
+  t.mutable_update_mask()->add_paths("members");
+  t.set_allow_missing(true);
+  t.set_request_id(request_id);
+  sv1::CareTeam out;
+  return CallWith(sched.get(), &sv1::SchedulingService::Stub::UpdateCareTeam, admin, t, &out);
+}
+
+grpc::Status Platform::AddProgram(const std::string& client_id, const std::string& request_id, std::string* name) {
+  sv1::CreateProgramRequest pr;
+  pr.set_parent("clinics/kap");
+  pr.mutable_program()->set_client("people/" + client_id);
+  pr.set_request_id(request_id);
+  sv1::Program out;
+  grpc::Status s = CallWith(sched.get(), &sv1::SchedulingService::Stub::CreateProgram, admin, pr, &out);
+  *name = out.name();
+  return s;
+}
+
 std::string Platform::SeedMedicineSession() {
   using S = sv1::SchedulingService::Stub;
   auto ok = [](const grpc::Status& s, const char* what) {
@@ -87,45 +137,13 @@ std::string Platform::SeedMedicineSession() {
   for (auto [id, role] : std::vector<std::pair<std::string, cv1::Role>>{
            {"ther", cv1::ROLE_THERAPIST}, {"clin", cv1::ROLE_CLINICIAN}, {"casey", cv1::ROLE_CLIENT},
            {"sam", cv1::ROLE_SITTER}, {"outsider", cv1::ROLE_THERAPIST}}) {
-    sv1::CreatePersonRequest r;
-    r.set_person_id(id);
-    r.mutable_person()->set_display_name(id);
-    r.mutable_person()->add_memberships()->set_clinic("clinics/kap");
-    r.mutable_person()->mutable_memberships(0)->set_role(role);
-    r.set_request_id("seed-" + id);
-    sv1::Person p;
-    if (!ok(CallWith(sched.get(), &S::CreatePerson, admin, r, &p), "person")) return "";
+    if (!ok(AddPerson(id, role, "seed-" + id), "person")) return "";
   }
   for (const std::string provider : {"ther", "clin"}) {
-    sv1::UpdateAvailabilityRequest a;
-    a.mutable_availability()->set_name("clinics/kap/providers/" + provider + "/availability");
-    for (int d = 1; d <= 7; ++d) {
-      auto* w = a.mutable_availability()->add_weekly_hours();
-      w->set_day_of_week(static_cast<cv1::DayOfWeek>(d));
-      w->mutable_hours()->mutable_start()->set_hours(0);
-      w->mutable_hours()->mutable_end()->set_hours(24);
-    }
-    a.mutable_update_mask()->add_paths("weekly_hours");
-    a.set_request_id("seed-hours-" + provider);
-    sv1::Availability out;
-    if (!ok(CallWith(sched.get(), &S::UpdateAvailability, admin, a, &out), "availability")) return "";
+    if (!ok(OpenAllWeek(provider, "seed-hours-" + provider), "availability")) return "";
   }
-  sv1::UpdateCareTeamRequest t;
-  t.mutable_care_team()->set_name("clinics/kap/careTeams/casey");
-  t.mutable_care_team()->add_members()->set_person("people/ther");
-  t.mutable_care_team()->add_members()->set_person("people/clin");
-  t.mutable_update_mask()->add_paths("members");
-  t.set_allow_missing(true);
-  t.set_request_id("seed-team");
-  sv1::CareTeam team;
-  if (!ok(CallWith(sched.get(), &S::UpdateCareTeam, admin, t, &team), "team")) return "";
-  sv1::CreateProgramRequest pr;
-  pr.set_parent("clinics/kap");
-  pr.mutable_program()->set_client("people/casey");
-  pr.set_request_id("seed-program");
-  sv1::Program prog;
-  if (!ok(CallWith(sched.get(), &S::CreateProgram, admin, pr, &prog), "program")) return "";
-  program = prog.name();
+  if (!ok(SetCareTeam("casey", {"ther", "clin"}, "seed-team"), "team")) return "";
+  if (!ok(AddProgram("casey", "seed-program", &program), "program")) return "";
   absl::Time start = absl::Now() + absl::Hours(2);
   start = absl::FromUnixSeconds(absl::ToUnixSeconds(start) / 60 * 60);
   auto book = [&](cv1::AppointmentKind kind, absl::Time at, absl::Duration len, const std::string& rid) {

@@ -56,6 +56,15 @@ struct Platform {
   std::string StartMessaging();
   std::vector<std::unique_ptr<ServiceProcess>> messaging;
   std::string messaging_db;
+  // Seeding steps through the public API, as admin of clinic "kap"; shared by the seed below,
+  // the e2e journey and the load generator's setup. `request_id` makes each retry-safe.
+  grpc::Status AddPerson(const std::string& id, cv1::Role role, const std::string& request_id);
+  grpc::Status OpenAllWeek(const std::string& provider_id, const std::string& request_id);  // 24 h, 7 days
+  grpc::Status SetCareTeam(const std::string& client_id, const std::vector<std::string>& member_ids,
+                           const std::string& request_id);
+  // Creates an ACTIVE program for the client; its name goes to `*name`.
+  grpc::Status AddProgram(const std::string& client_id, const std::string& request_id, std::string* name);
+
   // Clinic "kap" (Europe/Berlin, 60 s notice, 2 s supervised observation), therapist "ther",
   // clinician "clin", client "casey" with care team and ACTIVE program, consultation fulfilled,
   // dose plan IM 20-60 mg, and one supervised medicine session tomorrow. Returns its name.

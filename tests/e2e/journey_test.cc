@@ -83,30 +83,9 @@ class KapJourneyTest : public ::testing::Test {
                                                                          {"oncall", cv1::ROLE_CLINICIAN},
                                                                          {"casey", cv1::ROLE_CLIENT},
                                                                          {"sam", cv1::ROLE_SITTER}}) {
-      sv1::CreatePersonRequest r;
-      r.set_person_id(id);
-      r.mutable_person()->set_display_name(id);
-      auto* mship = r.mutable_person()->add_memberships();
-      mship->set_clinic("clinics/kap");
-      mship->set_role(role);
-      r.set_request_id("person-" + id);
-      sv1::Person out;
-      ASSERT_OK(CallWith(p_.sched.get(), &S::CreatePerson, p_.admin, r, &out));
+      ASSERT_OK(p_.AddPerson(id, role, "person-" + id));
     }
-    for (const std::string provider : {"ther", "clin"}) {
-      sv1::UpdateAvailabilityRequest a;
-      a.mutable_availability()->set_name("clinics/kap/providers/" + provider + "/availability");
-      for (int d = 1; d <= 7; ++d) {
-        auto* w = a.mutable_availability()->add_weekly_hours();
-        w->set_day_of_week(static_cast<cv1::DayOfWeek>(d));
-        w->mutable_hours()->mutable_start()->set_hours(0);
-        w->mutable_hours()->mutable_end()->set_hours(24);
-      }
-      a.mutable_update_mask()->add_paths("weekly_hours");
-      a.set_request_id("hours-" + provider);
-      sv1::Availability out;
-      ASSERT_OK(CallWith(p_.sched.get(), &S::UpdateAvailability, p_.admin, a, &out));
-    }
+    for (const std::string provider : {"ther", "clin"}) ASSERT_OK(p_.OpenAllWeek(provider, "hours-" + provider));
     sv1::UpdateClinicRequest roster;
     roster.mutable_clinic()->set_name("clinics/kap");
     auto* shift = roster.mutable_clinic()->add_on_call_roster();
@@ -117,23 +96,8 @@ class KapJourneyTest : public ::testing::Test {
     roster.set_request_id("roster");
     ASSERT_OK(CallWith(p_.sched.get(), &S::UpdateClinic, p_.admin, roster, &clinic));
 
-    sv1::UpdateCareTeamRequest t;
-    t.mutable_care_team()->set_name("clinics/kap/careTeams/casey");
-    t.mutable_care_team()->add_members()->set_person("people/ther");
-    t.mutable_care_team()->add_members()->set_person("people/clin");
-    t.mutable_update_mask()->add_paths("members");
-    t.set_allow_missing(true);
-    t.set_request_id("team");
-    sv1::CareTeam team;
-    ASSERT_OK(CallWith(p_.sched.get(), &S::UpdateCareTeam, p_.admin, t, &team));
-
-    sv1::CreateProgramRequest pr;
-    pr.set_parent("clinics/kap");
-    pr.mutable_program()->set_client("people/casey");
-    pr.set_request_id("program");
-    sv1::Program program;
-    ASSERT_OK(CallWith(p_.sched.get(), &S::CreateProgram, p_.admin, pr, &program));
-    program_ = program.name();
+    ASSERT_OK(p_.SetCareTeam("casey", {"ther", "clin"}, "team"));
+    ASSERT_OK(p_.AddProgram("casey", "program", &program_));
   }
 
   grpc::Status Book(cv1::AppointmentKind kind, absl::Time at, const std::string& rid, sv1::Appointment* out,

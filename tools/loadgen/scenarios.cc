@@ -512,30 +512,11 @@ absl::StatusOr<State> Seed(const SeedConfig& config) {
   std::vector<std::string> programs;
   for (int i = 0; i < config.booking_clients; ++i) {
     const std::string id = absl::StrCat("bc", i);
-    sv1::CreatePersonRequest person;
-    person.set_person_id(id);
-    person.mutable_person()->set_display_name(id);
-    auto* m = person.mutable_person()->add_memberships();
-    m->set_clinic(kClinic);
-    m->set_role(cv1::ROLE_CLIENT);
-    person.set_request_id(absl::StrCat(run, "-person-", i));
-    sv1::Person p;
-    RETURN_IF_ERROR(check(CallWith(platform.sched.get(), &S::CreatePerson, platform.admin, person, &p), "person"));
-    sv1::UpdateCareTeamRequest team;
-    team.mutable_care_team()->set_name(absl::StrCat(kClinic, "/careTeams/", id));
-    team.mutable_care_team()->add_members()->set_person("people/ther");
-    team.mutable_update_mask()->add_paths("members");
-    team.set_allow_missing(true);
-    team.set_request_id(absl::StrCat(run, "-team-", i));
-    sv1::CareTeam t;
-    RETURN_IF_ERROR(check(CallWith(platform.sched.get(), &S::UpdateCareTeam, platform.admin, team, &t), "care team"));
-    sv1::CreateProgramRequest program;
-    program.set_parent(kClinic);
-    program.mutable_program()->set_client("people/" + id);
-    program.set_request_id(absl::StrCat(run, "-program-", i));
-    sv1::Program out;
-    RETURN_IF_ERROR(check(CallWith(platform.sched.get(), &S::CreateProgram, platform.admin, program, &out), "program"));
-    programs.push_back(out.name());
+    RETURN_IF_ERROR(check(platform.AddPerson(id, cv1::ROLE_CLIENT, absl::StrCat(run, "-person-", i)), "person"));
+    RETURN_IF_ERROR(check(platform.SetCareTeam(id, {"ther"}, absl::StrCat(run, "-team-", i)), "care team"));
+    std::string program;
+    RETURN_IF_ERROR(check(platform.AddProgram(id, absl::StrCat(run, "-program-", i), &program), "program"));
+    programs.push_back(program);
   }
   state.Set("book_programs", absl::StrJoin(programs, ","));
 
