@@ -30,13 +30,24 @@ absl::StatusOr<std::optional<Remembered>> Recall(db::Tx& tx, const std::string& 
 absl::Status Remember(db::Tx& tx, const std::string& caller, const std::string& method,
                       const std::string& request_id, const Remembered& what, absl::Time now);
 
+// How a response is remembered when not as its own bytes: `encode` gives a short reference
+// (say, a version number) and `decode` turns it back into the response in the retry's
+// transaction. Used where the response is large and already stored elsewhere (a session
+// record's version), so that each write does not store it twice.
+template <typename Resp>
+struct RememberAs {
+  std::function<std::string(const Resp&)> encode;
+  std::function<absl::StatusOr<Resp>(db::Tx&, const std::string&)> decode;
+};
+
 // Runs `fn` in a read-write transaction, idempotently. `fn` must be repeatable (the
 // transaction may be retried on a conflict).
 template <typename Resp>
 absl::StatusOr<Resp> RunIdempotent(db::Database& db, Clock& clock, const std::string& caller,
                                    const std::string& method, const std::string& request_id,
                                    const google::protobuf::Message& request,
-                                   const std::function<absl::StatusOr<Resp>(db::Tx&)>& fn) {
+                                   const std::function<absl::StatusOr<Resp>(db::Tx&)>& fn,
+                                   const RememberAs<Resp>* remember_as = nullptr) {
   RETURN_IF_ERROR(ValidateRequestId(request_id));
   const std::string hash = RequestHash(request);
   for (int attempt = 0;; ++attempt) {
@@ -49,11 +60,16 @@ absl::StatusOr<Resp> RunIdempotent(db::Database& db, Clock& clock, const std::st
                            "request_id '" + request_id +
                                "' was already used for a different request; use a new request_id");
         }
-        if (!response.ParseFromString(remembered->response)) return absl::DataLossError("stored response");
+        if (remember_as) {
+          ASSIGN_OR_RETURN(response, remember_as->decode(tx, remembered->response));
+        } else if (!response.ParseFromString(remembered->response)) {
+          return absl::DataLossError("stored response");
+        }
         return absl::OkStatus();
       }
       ASSIGN_OR_RETURN(response, fn(tx));
-      return Remember(tx, caller, method, request_id, {hash, response.SerializeAsString()}, clock.Now());
+      return Remember(tx, caller, method, request_id,
+                      {hash, remember_as ? remember_as->encode(response) : response.SerializeAsString()}, clock.Now());
     });
     // A concurrent call with the same request_id committed first: answer with its result.
     bool raced = s.code() == absl::StatusCode::kAlreadyExists && ErrorReason(s) == "ALREADY_EXISTS" &&

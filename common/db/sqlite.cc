@@ -316,8 +316,13 @@ absl::StatusOr<std::unique_ptr<Database>> OpenSqlite(const std::string& path,
     }
     sqlite3_busy_timeout(db, static_cast<int>(absl::ToInt64Milliseconds(options.busy_timeout)));
     auto conn = std::make_unique<SqliteConn>(db);
+    // cache_size / mmap_size: SQLite's default 2 MB page cache per connection made a write
+    // re-read index and table pages with a pread() each once the file outgrew it; reads
+    // through a shared mapping cost no system call (writes still go through the WAL, so
+    // durability is unchanged).
     for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                               "PRAGMA foreign_keys=ON"}) {
+                               "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-8192",
+                               "PRAGMA mmap_size=268435456"}) {
       if (memory && absl::string_view(pragma) == "PRAGMA journal_mode=WAL") continue;
       RETURN_IF_ERROR(conn->Simple(pragma));
     }

@@ -34,6 +34,11 @@ struct Event {
 // Call inside the transaction that makes the change.
 absl::Status Enqueue(db::Tx& tx, const Event& event, absl::Time now);
 
+// The relay's statements that read the outbox (exposed so that a test can check their
+// query plans: they must read only unsent rows, whatever the number of sent ones).
+extern const char kLeaseSql[];
+extern const char kLeasedSql[];
+
 class Relay {
  public:
   struct Options {

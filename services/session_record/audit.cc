@@ -37,14 +37,17 @@ std::string AuditHash(const v1::AuditEntry& e) {
 }
 
 absl::Status AppendAudit(db::Tx& tx, const std::string& clinic_id, v1::AuditEntry e) {
-  RETURN_IF_ERROR(tx.Exec("INSERT INTO audit_heads (clinic_id, sequence, hash) VALUES ($1, 0, $2)"
-                          " ON CONFLICT (clinic_id) DO NOTHING",
-                          {clinic_id, kZeroHash})
-                      .status());
   // Takes the clinic's head row lock until commit; concurrent appenders wait here in turn.
-  ASSIGN_OR_RETURN(db::Rows head, tx.Query("UPDATE audit_heads SET sequence = sequence + 1 WHERE clinic_id = $1"
-                                           " RETURNING sequence, hash",
-                                           {clinic_id}));
+  constexpr absl::string_view kAdvance =
+      "UPDATE audit_heads SET sequence = sequence + 1 WHERE clinic_id = $1 RETURNING sequence, hash";
+  ASSIGN_OR_RETURN(db::Rows head, tx.Query(kAdvance, {clinic_id}));
+  if (head.empty()) {  // the clinic's first entry: create its head (a racing creator is fine)
+    RETURN_IF_ERROR(tx.Exec("INSERT INTO audit_heads (clinic_id, sequence, hash) VALUES ($1, 0, $2)"
+                            " ON CONFLICT (clinic_id) DO NOTHING",
+                            {clinic_id, kZeroHash})
+                        .status());
+    ASSIGN_OR_RETURN(head, tx.Query(kAdvance, {clinic_id}));
+  }
   if (head.size() != 1) return absl::InternalError("audit head missing");
   // Stored (and so hashed) at microsecond precision, the precision of the occur_time column.
   *e.mutable_occur_time() = ToProto(absl::FromUnixMicros(absl::ToUnixMicros(FromProto(e.occur_time()))));

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/api/api.h"
@@ -79,7 +80,13 @@ v1::AuditEntry AuditOf(const auth::Principal& p, const std::string& client, cons
   return e;
 }
 
-std::string EtagOf(const v1::SessionRecord& r) { return absl::StrCat("\"v", r.version(), "\""); }
+std::string EtagOfVersion(int64_t version) { return absl::StrCat("\"v", version, "\""); }
+std::string EtagOf(const v1::SessionRecord& r) { return EtagOfVersion(r.version()); }
+
+// How a write's idempotency row names the version it wrote. A NUL byte never starts a
+// serialized message (field number 0 is invalid), so it cannot be confused with a response
+// remembered whole.
+constexpr absl::string_view kVersionRef("\0version=", 9);
 
 // States in which each kind of write is allowed (the table on SessionRecord).
 absl::Status RequireState(const v1::SessionRecord& r, std::initializer_list<RState> allowed, absl::string_view what) {
@@ -221,60 +228,120 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
   ASSIGN_OR_RETURN(auto ids, api::ParseName(name, "clinics/*/sessionRecords/*", "name"));
   RETURN_IF_ERROR(api::ValidateRequestId(request_id));
   RETURN_IF_ERROR(auth::RequireClinic(p, ids[0]));
-  std::optional<v1::SessionRecord> current;
+  std::shared_ptr<const v1::SessionRecord> current;
   RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(current, store::GetRecord(tx, ids[0], ids[1]));
+    ASSIGN_OR_RETURN(current, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/true));
     return absl::OkStatus();
   }, db::TxMode::kReadOnly));
   if (!current) return NotFound(name);
   const std::string client_id = IdOf(current->client());
-  ASSIGN_OR_RETURN(Relation who, Relate(p, ids[0], client_id, &*current));
+  ASSIGN_OR_RETURN(Relation who, Relate(p, ids[0], client_id, current.get()));
   auto audited = [&](absl::Status s) {
     Audit(p, ids[0], client_id, name, action, s, request_id).IgnoreError();
     return s;
   };
   if (absl::Status s = authorize(who); !s.ok()) return audited(s);
-  // Dry run on the version we read, so that rules are checked (and refusals audited) before
-  // any side effect in scheduling; the transaction below applies the change to the latest.
-  {
-    v1::SessionRecord copy = *current;
-    Change dry{p, who, copy, clock_.Now()};
-    if (absl::Status s = apply(dry); !s.ok()) return audited(s);
-  }
+
+  // The new version, built from a given latest one: copy, apply, number, serialize.
+  struct Next {
+    std::shared_ptr<v1::SessionRecord> record;
+    std::string data;  // serialized, as stored
+    std::string reason;
+    std::vector<events::v1::EventEnvelope> events;
+  };
+  auto build = [&](const v1::SessionRecord& base) -> absl::StatusOr<Next> {
+    Next next{std::make_shared<v1::SessionRecord>(base)};
+    absl::Time now = clock_.Now();
+    Change change{p, who, *next.record, now};
+    RETURN_IF_ERROR(apply(change));
+    next.record->set_version(base.version() + 1);
+    *next.record->mutable_update_time() = ToProto(now);
+    next.record->set_etag(EtagOf(*next.record));
+    next.data = next.record->SerializeAsString();
+    next.reason = std::move(change.reason);
+    next.events = std::move(change.events);
+    return next;
+  };
+  // Built here, outside the transaction: on SQLite every write transaction runs on the one
+  // writer (see common/db group commit), so copying and serializing a large record inside it
+  // made writes to different records wait for each other. The transaction uses it when the
+  // record is still at the version it was built from.
+  // A refusal is returned from inside the transaction, after the idempotency check, so that
+  // the retry of a write that succeeded gets its answer, not the rule its own success now
+  // breaks. Only a side effect in scheduling waits for the rules first.
+  absl::StatusOr<Next> prepared = build(*current);
   if (side_effect) {
+    if (!prepared.ok()) return audited(prepared.status());
     if (absl::Status s = side_effect(*current); !s.ok()) return audited(s);
   }
+  // The committed new version, for the response and the cache (the body may run more than once).
+  std::shared_ptr<v1::SessionRecord> written;
+  // A retried request is answered from the version it wrote: the idempotency row holds its
+  // number, not a second copy of the record.
+  const api::RememberAs<v1::SessionRecord> by_version{
+      [](const v1::SessionRecord& r) { return absl::StrCat(kVersionRef, r.version()); },
+      [&](db::Tx& tx, const std::string& ref) -> absl::StatusOr<v1::SessionRecord> {
+        int64_t version = 0;
+        if (!absl::StartsWith(ref, kVersionRef) ||
+            !absl::SimpleAtoi(absl::string_view(ref).substr(kVersionRef.size()), &version)) {
+          v1::SessionRecord stored;  // remembered whole, before responses were kept by reference
+          if (!stored.ParseFromString(ref)) return absl::DataLossError("stored response");
+          return stored;
+        }
+        ASSIGN_OR_RETURN(auto at, store::GetRecord(tx, ids[0], ids[1], version));
+        if (!at) return absl::DataLossError(absl::StrCat(name, " version ", version, " is missing"));
+        return std::move(*at);
+      }};
   auto result = api::RunIdempotent<v1::SessionRecord>(
       db_, clock_, p.subject, action, request_id, request, [&](db::Tx& tx) -> absl::StatusOr<v1::SessionRecord> {
-        ASSIGN_OR_RETURN(auto latest, store::GetRecord(tx, ids[0], ids[1]));
-        if (!latest) return NotFound(name);
-        if (!etag.empty() && etag != EtagOf(*latest)) {
+        written = nullptr;
+        ASSIGN_OR_RETURN(std::optional<int64_t> version, store::LatestVersion(tx, ids[0], ids[1]));
+        if (!version) return NotFound(name);
+        if (!etag.empty() && etag != EtagOfVersion(*version)) {
           return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH",
-                           absl::StrCat(name, " has changed (now ", EtagOf(*latest), "); read it again and retry"));
+                           absl::StrCat(name, " has changed (now ", EtagOfVersion(*version),
+                                        "); read it again and retry"));
         }
-        v1::SessionRecord record = *latest;
-        absl::Time now = clock_.Now();
-        Change change{p, who, record, now};
-        RETURN_IF_ERROR(apply(change));
-        record.set_version(latest->version() + 1);
-        *record.mutable_update_time() = ToProto(now);
-        record.set_etag(EtagOf(record));
-        RETURN_IF_ERROR(store::AppendVersion(tx, ids[0], ids[1], record, p.subject, action, change.reason));
-        RETURN_IF_ERROR(AppendAudit(
-            tx, ids[0], AuditOf(p, record.client(), name, action, now, absl::OkStatus(), request_id, change.reason)));
-        for (auto& event : change.events) {
+        const Next* next = nullptr;
+        absl::StatusOr<Next> rebuilt;
+        if (*version == current->version()) {
+          RETURN_IF_ERROR(prepared.status());
+          next = &*prepared;
+        } else {  // written meanwhile: apply to the latest instead
+          ASSIGN_OR_RETURN(auto latest, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/false));
+          if (!latest) return NotFound(name);
+          rebuilt = build(*latest);
+          RETURN_IF_ERROR(rebuilt.status());
+          next = &*rebuilt;
+        }
+        const v1::SessionRecord& record = *next->record;
+        RETURN_IF_ERROR(store::AppendVersion(tx, ids[0], ids[1], record, p.subject, action, next->reason, &next->data));
+        RETURN_IF_ERROR(AppendAudit(tx, ids[0],
+                                    AuditOf(p, record.client(), name, action, FromProto(record.update_time()),
+                                            absl::OkStatus(), request_id, next->reason)));
+        for (const auto& event : next->events) {
           std::string type;
           if (const auto* f = event.GetReflection()->GetOneofFieldDescriptor(
                   event, event.GetDescriptor()->FindOneofByName("payload"))) {
             type = f->name();
           }
-          RETURN_IF_ERROR(outbox::Enqueue(tx, {kEventStream, event.event_id(), type, event.SerializeAsString()}, now));
+          RETURN_IF_ERROR(outbox::Enqueue(tx, {kEventStream, event.event_id(), type, event.SerializeAsString()},
+                                          FromProto(record.update_time())));
         }
-        return record;
-      });
+        written = next->record;
+        // Only the version inside the writer; the whole record is copied out after commit.
+        v1::SessionRecord committed;
+        committed.set_version(record.version());
+        return committed;
+      },
+      &by_version);
   if (!result.ok()) return audited(result.status());
   if (options_.on_commit) options_.on_commit();
-  return result;
+  if (!written || written->version() != result->version()) return result;  // answered from a retry's version
+  // Committed: later writes of this replica start from it without parsing it again.
+  v1::SessionRecord response = *written;
+  latest_.Put(ids[0], ids[1], std::move(written));
+  return response;
 }
 
 // ---------------------------------------------------------------------------- records
@@ -338,14 +405,14 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::GetSessionRecord(const P& p, con
   ASSIGN_OR_RETURN(auto ids, api::ParseName(r.name(), "clinics/*/sessionRecords/*", "name"));
   if (r.version() < 0) return InvalidField("version", "must be 0 (latest) or a version number");
   RETURN_IF_ERROR(auth::RequireClinic(p, ids[0]));
-  std::optional<v1::SessionRecord> latest;
+  std::shared_ptr<const v1::SessionRecord> latest;
   RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(latest, store::GetRecord(tx, ids[0], ids[1]));
+    ASSIGN_OR_RETURN(latest, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/true));
     return absl::OkStatus();
   }, db::TxMode::kReadOnly));
   if (!latest) return NotFound(r.name());
   const std::string client_id = IdOf(latest->client());
-  ASSIGN_OR_RETURN(Relation who, Relate(p, ids[0], client_id, &*latest));
+  ASSIGN_OR_RETURN(Relation who, Relate(p, ids[0], client_id, latest.get()));
   absl::Status allowed = CareTeamOnly(who);
   if (!allowed.ok() && who.client_self) {
     ASSIGN_OR_RETURN(sv1::Clinic clinic, scheduling_.GetClinic(ids[0]));
@@ -362,7 +429,12 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::GetSessionRecord(const P& p, con
   // The read and its audit entry commit together: no unaudited read of clinical data.
   std::optional<v1::SessionRecord> out;
   RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(out, store::GetRecord(tx, ids[0], ids[1], r.version()));
+    if (r.version() == 0) {
+      ASSIGN_OR_RETURN(auto now_latest, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/false));
+      if (now_latest) out = *now_latest;
+    } else {
+      ASSIGN_OR_RETURN(out, store::GetRecord(tx, ids[0], ids[1], r.version()));
+    }
     if (!out) return NotFound(absl::StrCat(r.name(), " version ", r.version()));
     return AppendAudit(tx, ids[0], AuditOf(p, latest->client(), r.version() > 0 ? absl::StrCat(r.name(), "@", r.version()) : r.name(), "GetSessionRecord", clock_.Now()));
   }, db::TxMode::kReadWrite, 5));

@@ -15,6 +15,7 @@
 #include "continuum/events/v1/events.pb.h"
 #include "continuum/records/v1/session_record_service.pb.h"
 #include "services/scheduling/client/scheduling_client.h"
+#include "services/session_record/store/record_store.h"
 
 namespace continuum::records {
 
@@ -83,6 +84,7 @@ class RecordKeeper {
   Clock& clock_;
   SchedulingClient& scheduling_;
   Options options_;
+  store::LatestRecords latest_;
 };
 
 // The required checklist items for a session and their evaluation against the clinic

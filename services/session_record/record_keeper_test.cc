@@ -31,12 +31,16 @@ using ::continuum::testing::IsError;
 // Scheduling as the record keeper sees it: fixed data, and a log of state changes.
 class FakeScheduling : public SchedulingClient {
  public:
+  int care_team_calls = 0;
+  absl::Status care_team_error;
   absl::StatusOr<sv1::Appointment> GetAppointment(const std::string& name) override {
     auto it = appointments.find(name);
     if (it == appointments.end()) return absl::NotFoundError(name);
     return it->second;
   }
   absl::StatusOr<sv1::CareTeam> GetCareTeam(const std::string&, const std::string& client) override {
+    ++care_team_calls;
+    if (!care_team_error.ok()) return care_team_error;
     sv1::CareTeam t;
     if (client == "cl1") {
       auto* a = t.add_members();
@@ -512,6 +516,18 @@ TEST_F(RecordKeeperTest, RetriedWriteIsAppliedOnceAndStaleEtagIsRefused) {
   note.set_etag(rec->etag());  // version 1: stale now
   note.set_request_id(Rid());
   EXPECT_THAT(keeper_->UpdateNote(therapist_, note), IsError(absl::StatusCode::kAborted, "ETAG_MISMATCH"));
+
+  // A write made with the current etag, retried after it succeeded: the retry's etag is now
+  // stale, and it still gets the first answer (the whole record of the version it wrote).
+  note.set_etag(first->etag());
+  note.set_request_id("note-once");
+  auto noted = keeper_->UpdateNote(therapist_, note);
+  ASSERT_TRUE(noted.ok()) << noted.status();
+  auto noted_again = keeper_->UpdateNote(therapist_, note);
+  ASSERT_TRUE(noted_again.ok()) << noted_again.status();
+  EXPECT_EQ(noted_again->SerializeAsString(), noted->SerializeAsString());
+  EXPECT_EQ(noted_again->timeline_size(), 1);
+  EXPECT_EQ(noted_again->note().text(), "x");
 }
 
 TEST_F(RecordKeeperTest, RoleByOperationTable) {
@@ -594,6 +610,38 @@ TEST_F(RecordKeeperTest, RoleByOperationTable) {
       }
     }
   }
+}
+
+// The care-team cache in front of scheduling (scheduling/client): reused for the TTL by the
+// injected clock, asked again after it, errors never remembered, bounded in size.
+TEST(CareTeamCacheTest, ReusesATeamForItsTtlAndNeverRemembersAnError) {
+  FakeClock clock;
+  auto owned = std::make_unique<FakeScheduling>();
+  FakeScheduling* inner = owned.get();
+  auto cached = WithCareTeamCache(std::move(owned), clock, absl::Seconds(5), /*max_entries=*/2);
+
+  auto team = cached->GetCareTeam("c01", "cl1");
+  ASSERT_TRUE(team.ok()) << team.status();
+  EXPECT_EQ(team->members_size(), 2);
+  ASSERT_TRUE(cached->GetCareTeam("c01", "cl1").ok());
+  EXPECT_EQ(inner->care_team_calls, 1);  // the second read came from the cache
+  clock.Advance(absl::Seconds(5));
+  ASSERT_TRUE(cached->GetCareTeam("c01", "cl1").ok());
+  EXPECT_EQ(inner->care_team_calls, 2);  // expired: asked again
+
+  inner->care_team_error = absl::UnavailableError("scheduling down");
+  EXPECT_EQ(cached->GetCareTeam("c01", "cl2").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(cached->GetCareTeam("c01", "cl2").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(inner->care_team_calls, 4);  // both errors went to scheduling
+  inner->care_team_error = absl::OkStatus();
+  ASSERT_TRUE(cached->GetCareTeam("c01", "cl2").ok());  // second entry: the cache is now full
+  ASSERT_TRUE(cached->GetCareTeam("c01", "cl3").ok());  // over the bound: starts over
+  ASSERT_TRUE(cached->GetCareTeam("c01", "cl1").ok());
+  EXPECT_EQ(inner->care_team_calls, 7);  // cl1 was dropped with the rest
+
+  auto uncached = WithCareTeamCache(std::make_unique<FakeScheduling>(), clock, absl::ZeroDuration());
+  auto* raw = dynamic_cast<FakeScheduling*>(uncached.get());
+  ASSERT_NE(raw, nullptr);  // a zero TTL is no cache at all
 }
 
 }  // namespace

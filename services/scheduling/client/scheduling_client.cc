@@ -1,6 +1,8 @@
 #include "services/scheduling/client/scheduling_client.h"
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 
@@ -85,7 +87,63 @@ class GrpcSchedulingClient final : public SchedulingClient {
   absl::Duration deadline_;
 };
 
+class CareTeamCache final : public SchedulingClient {
+ public:
+  CareTeamCache(std::unique_ptr<SchedulingClient> inner, Clock& clock, absl::Duration ttl, size_t max_entries)
+      : inner_(std::move(inner)), clock_(clock), ttl_(ttl), max_entries_(max_entries) {}
+
+  absl::StatusOr<sv1::CareTeam> GetCareTeam(const std::string& clinic_id, const std::string& client_id) override {
+    const std::string key = absl::StrCat(clinic_id, "/", client_id);
+    const absl::Time now = clock_.Now();
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = teams_.find(key);
+      if (it != teams_.end() && now < it->second.expires) return it->second.team;
+    }
+    ASSIGN_OR_RETURN(sv1::CareTeam team, inner_->GetCareTeam(clinic_id, client_id));
+    absl::MutexLock lock(&mu_);
+    // Bounded without bookkeeping: when full, start over (a burst of misses, never growth).
+    if (teams_.size() >= max_entries_) teams_.clear();
+    teams_[key] = Entry{team, now + ttl_};
+    return team;
+  }
+
+  absl::StatusOr<sv1::Appointment> GetAppointment(const std::string& name) override {
+    return inner_->GetAppointment(name);
+  }
+  absl::StatusOr<sv1::Program> GetProgram(const std::string& name) override { return inner_->GetProgram(name); }
+  absl::StatusOr<sv1::Clinic> GetClinic(const std::string& clinic_id) override { return inner_->GetClinic(clinic_id); }
+  absl::StatusOr<sv1::Person> GetPerson(const std::string& person_id) override {
+    return inner_->GetPerson(person_id);
+  }
+  absl::StatusOr<std::vector<std::string>> MembersWithRole(const std::string& clinic_id, cv1::Role role) override {
+    return inner_->MembersWithRole(clinic_id, role);
+  }
+  absl::Status SetAppointmentState(const std::string& name, sv1::Appointment::State state,
+                                   const std::string& request_id) override {
+    return inner_->SetAppointmentState(name, state, request_id);
+  }
+
+ private:
+  struct Entry {
+    sv1::CareTeam team;
+    absl::Time expires;
+  };
+  std::unique_ptr<SchedulingClient> inner_;
+  Clock& clock_;
+  const absl::Duration ttl_;
+  const size_t max_entries_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Entry> teams_ ABSL_GUARDED_BY(mu_);
+};
+
 }  // namespace
+
+std::unique_ptr<SchedulingClient> WithCareTeamCache(std::unique_ptr<SchedulingClient> inner, Clock& clock,
+                                                    absl::Duration ttl, size_t max_entries) {
+  if (ttl <= absl::ZeroDuration() || max_entries == 0) return inner;
+  return std::make_unique<CareTeamCache>(std::move(inner), clock, ttl, max_entries);
+}
 
 std::unique_ptr<SchedulingClient> NewGrpcSchedulingClient(std::shared_ptr<grpc::Channel> channel,
                                                           auth::ServiceTokenSource* tokens, absl::Duration deadline) {
@@ -98,6 +156,10 @@ SchedulingClientConfig ReadSchedulingClientConfig(ConfigSource& c) {
   out.deadline = c.Duration("scheduling-deadline", absl::Seconds(3), "deadline of each call to scheduling");
   out.token_file = c.String("service-token-file", "",
                             "this service's token for calling scheduling; empty = mint one with the HS256 secret");
+  out.care_team_cache_ttl =
+      c.Duration("care-team-cache-ttl", absl::Seconds(5),
+                 "how long a care team read from scheduling is reused for access checks (0 = ask every time); a "
+                 "member removed from a team keeps access on this replica for up to this long");
   return out;
 }
 
@@ -106,8 +168,9 @@ absl::StatusOr<std::unique_ptr<SchedulingClient>> ConnectScheduling(const Schedu
                                                                     const std::string& subject) {
   ASSIGN_OR_RETURN(auto creds, auth::MakeChannelCredentials(common.server.tls));
   auto tokens = std::make_unique<auth::ServiceTokenSource>(subject, common.jwt, config.token_file, RealClock::Get());
-  return std::unique_ptr<SchedulingClient>(std::make_unique<GrpcSchedulingClient>(
-      grpc::CreateChannel(config.address, creds), nullptr, config.deadline, std::move(tokens)));
+  return WithCareTeamCache(std::make_unique<GrpcSchedulingClient>(grpc::CreateChannel(config.address, creds), nullptr,
+                                                                  config.deadline, std::move(tokens)),
+                           RealClock::Get(), config.care_team_cache_ttl);
 }
 
 }  // namespace continuum::scheduling

@@ -11,6 +11,7 @@
 #include "common/auth/grpc_auth.h"
 #include "common/config/config_source.h"
 #include "common/server/runtime.h"
+#include "common/time/clock.h"
 #include "continuum/scheduling/v1/scheduling_service.grpc.pb.h"
 
 namespace continuum::scheduling {
@@ -38,6 +39,7 @@ struct SchedulingClientConfig {
   std::string address;     // --scheduling-address
   absl::Duration deadline;  // --scheduling-deadline
   std::string token_file;  // --service-token-file (empty: mint with the HS256 secret)
+  absl::Duration care_team_cache_ttl;  // --care-team-cache-ttl (0: no cache)
 };
 SchedulingClientConfig ReadSchedulingClientConfig(ConfigSource& source);
 
@@ -46,6 +48,15 @@ SchedulingClientConfig ReadSchedulingClientConfig(ConfigSource& source);
 absl::StatusOr<std::unique_ptr<SchedulingClient>> ConnectScheduling(const SchedulingClientConfig& config,
                                                                     const CommonConfig& common,
                                                                     const std::string& subject);
+
+// Remembers each care team `inner` returned for `ttl` (by the injected clock), at most
+// `max_entries` of them; everything else passes through. Every session-record write and
+// messaging send asks for the client's care team, and a gRPC round trip to scheduling per
+// call cost more than the rest of a record write. The price: a member removed from a care
+// team keeps that team's access on this replica for up to `ttl` (default 5 s, see
+// docs/operations.md); errors are never cached.
+std::unique_ptr<SchedulingClient> WithCareTeamCache(std::unique_ptr<SchedulingClient> inner, Clock& clock,
+                                                    absl::Duration ttl, size_t max_entries = 10000);
 
 // The gRPC implementation, authenticated as this service.
 std::unique_ptr<SchedulingClient> NewGrpcSchedulingClient(std::shared_ptr<grpc::Channel> channel,

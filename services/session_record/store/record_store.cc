@@ -10,7 +10,57 @@
 namespace continuum::records::store {
 namespace {
 
+std::string CacheKey(const std::string& clinic_id, const std::string& record_id) {
+  return absl::StrCat(clinic_id, "/", record_id);
+}
+
 }  // namespace
+
+std::shared_ptr<const v1::SessionRecord> LatestRecords::Find(const std::string& clinic_id,
+                                                             const std::string& record_id, int64_t version) const {
+  absl::MutexLock lock(&mu_);
+  auto it = records_.find(CacheKey(clinic_id, record_id));
+  if (it == records_.end() || it->second->version() != version) return nullptr;
+  return it->second;
+}
+
+void LatestRecords::Put(const std::string& clinic_id, const std::string& record_id,
+                        std::shared_ptr<const v1::SessionRecord> record) {
+  absl::MutexLock lock(&mu_);
+  auto& slot = records_[CacheKey(clinic_id, record_id)];
+  if (slot && slot->version() >= record->version()) return;  // never move an entry backwards
+  if (!slot && records_.size() > max_entries_) {
+    records_.clear();
+    records_[CacheKey(clinic_id, record_id)] = std::move(record);
+    return;
+  }
+  slot = std::move(record);
+}
+
+absl::StatusOr<std::optional<int64_t>> LatestVersion(db::Tx& tx, const std::string& clinic_id,
+                                                     const std::string& record_id) {
+  ASSIGN_OR_RETURN(db::Rows rows, tx.Query("SELECT latest_version FROM session_records"
+                                           " WHERE clinic_id = $1 AND record_id = $2",
+                                           {clinic_id, record_id}));
+  if (rows.empty()) return std::nullopt;
+  return rows[0].Int(0);
+}
+
+absl::StatusOr<std::shared_ptr<const v1::SessionRecord>> GetLatest(db::Tx& tx, LatestRecords& cache,
+                                                                   const std::string& clinic_id,
+                                                                   const std::string& record_id,
+                                                                   bool committed_read) {
+  ASSIGN_OR_RETURN(std::optional<int64_t> latest, LatestVersion(tx, clinic_id, record_id));
+  if (!latest) return nullptr;
+  const int64_t version = *latest;
+  if (auto hit = cache.Find(clinic_id, record_id, version)) return hit;
+  ASSIGN_OR_RETURN(auto parsed, GetRecord(tx, clinic_id, record_id, version));
+  if (!parsed) return absl::DataLossError(absl::StrCat("record ", record_id, " names version ", version,
+                                                       " as its latest, and that version is missing"));
+  auto record = std::make_shared<const v1::SessionRecord>(std::move(*parsed));
+  if (committed_read) cache.Put(clinic_id, record_id, record);
+  return record;
+}
 
 absl::StatusOr<std::optional<v1::SessionRecord>> GetRecord(db::Tx& tx, const std::string& clinic_id,
                                                            const std::string& record_id, int64_t version) {
@@ -29,12 +79,12 @@ absl::StatusOr<std::optional<v1::SessionRecord>> GetRecord(db::Tx& tx, const std
 
 absl::Status AppendVersion(db::Tx& tx, const std::string& clinic_id, const std::string& record_id,
                            const v1::SessionRecord& r, const std::string& author, const std::string& action,
-                           const std::string& reason) {
+                           const std::string& reason, const std::string* serialized) {
   int64_t now = absl::ToUnixMicros(FromProto(r.update_time()));
   auto inserted = tx.Exec("INSERT INTO record_versions (clinic_id, record_id, version, author, action, reason, state,"
                           " create_time, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                           {clinic_id, record_id, r.version(), author, action, reason, int64_t{r.state()}, now,
-                           db::Blob{r.SerializeAsString()}});
+                           db::Blob{serialized ? *serialized : r.SerializeAsString()}});
   if (inserted.status().code() == absl::StatusCode::kAlreadyExists) {
     return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT",
                      "the record was changed concurrently; read it again and retry");

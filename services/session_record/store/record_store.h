@@ -2,11 +2,14 @@
 // Functions take the caller's open transaction.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/db/database.h"
 #include "continuum/records/v1/journal.pb.h"
 #include "continuum/records/v1/session_record.pb.h"
@@ -15,14 +18,47 @@ namespace continuum::records::store {
 
 namespace v1 = ::continuum::records::v1;
 
+// Parsed latest versions of records, shared by the reads and writes of this replica. An entry
+// is used only when the database, asked in the caller's transaction, still names that
+// version as the latest, so a write by another replica is never hidden: what the cache saves
+// is parsing (and allocating) the whole record on every write, not the lookup. Versions are
+// immutable once committed, so an entry can only be stale, never wrong; only committed
+// versions may be put in. Bounded: when full, it starts over.
+class LatestRecords {
+ public:
+  explicit LatestRecords(size_t max_entries = 4096) : max_entries_(max_entries) {}
+  std::shared_ptr<const v1::SessionRecord> Find(const std::string& clinic_id, const std::string& record_id,
+                                                int64_t version) const;
+  void Put(const std::string& clinic_id, const std::string& record_id,
+           std::shared_ptr<const v1::SessionRecord> record);
+
+ private:
+  const size_t max_entries_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<const v1::SessionRecord>> records_ ABSL_GUARDED_BY(mu_);
+};
+
+// The latest version through `cache`: one indexed lookup of the version number, and the
+// record parsed only when the cache does not have that version. Null when there is no such
+// record. `committed_read`: the transaction has written nothing (so what it reads is
+// committed and may be cached).
+absl::StatusOr<std::shared_ptr<const v1::SessionRecord>> GetLatest(db::Tx& tx, LatestRecords& cache,
+                                                                   const std::string& clinic_id,
+                                                                   const std::string& record_id,
+                                                                   bool committed_read);
+
 // The latest version, or a given one (version > 0).
 absl::StatusOr<std::optional<v1::SessionRecord>> GetRecord(db::Tx& tx, const std::string& clinic_id,
                                                            const std::string& record_id, int64_t version = 0);
-// Appends `record` (whose version is already set) as a new version and moves the head to it.
+// Appends `record` (whose version is already set; `serialized`, when given, is its bytes) as a
+// new version and moves the head to it.
 // The head moves only from version - 1: a concurrent writer makes this ABORTED.
 absl::Status AppendVersion(db::Tx& tx, const std::string& clinic_id, const std::string& record_id,
                            const v1::SessionRecord& record, const std::string& author, const std::string& action,
-                           const std::string& reason);
+                           const std::string& reason, const std::string* serialized = nullptr);
+// The latest version number, or nullopt when there is no such record.
+absl::StatusOr<std::optional<int64_t>> LatestVersion(db::Tx& tx, const std::string& clinic_id,
+                                                     const std::string& record_id);
 absl::StatusOr<std::vector<v1::SessionRecordVersion>> ListVersions(db::Tx& tx, const std::string& clinic_id,
                                                                    const std::string& record_id, int64_t offset,
                                                                    int limit);
