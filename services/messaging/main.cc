@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<messaging::PresenceStore> presence;
   std::unique_ptr<messaging::LiveHub> hub;
   std::unique_ptr<messaging::Messenger> messenger;
+  std::unique_ptr<messaging::HeartbeatBatcher> heartbeats;
   std::vector<std::unique_ptr<redis::StreamConsumer>> consumers;
   def.build = [&](Runtime& rt)
       -> absl::StatusOr<std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>> {
@@ -51,14 +52,17 @@ int main(int argc, char** argv) {
       consumers.back()->Start();
     }
     hub->Start();
+    heartbeats = std::make_unique<messaging::HeartbeatBatcher>(*messenger);
+    heartbeats->Start();
     messaging::Messenger* m = messenger.get();
     rt.periodic.push_back({"messaging housekeeping", absl::Seconds(1), [m] { return m->Tick(); }});
     rt.before_drain.push_back([&] { hub->Shutdown(); });
     rt.after_stop.push_back([&] {
+      heartbeats->Stop();
       for (auto& c : consumers) c->Stop();
     });
-    auto service = std::make_shared<messaging::MessagingServiceImpl>(*messenger, *hub, *rt.authenticator,
-                                                                     rt.host->executor());
+    auto service = std::make_shared<messaging::MessagingServiceImpl>(*messenger, *hub, *heartbeats,
+                                                                     *rt.authenticator, rt.host->executor());
     return std::vector<std::pair<std::shared_ptr<grpc::Service>, std::string>>{{service, messaging::kHealthName}};
   };
   return RunServiceMain(argc, argv, def);

@@ -9,6 +9,7 @@
 #include "common/server/executor.h"
 #include "common/server/handler.h"
 #include "continuum/messaging/v1/messaging_service.grpc.pb.h"
+#include "services/messaging/heartbeats.h"
 #include "services/messaging/live.h"
 #include "services/messaging/messenger.h"
 
@@ -33,9 +34,9 @@ inline bool ValidCursor(const std::string& c) {
 
 class MessagingServiceImpl final : public v1::MessagingService::CallbackService {
  public:
-  MessagingServiceImpl(Messenger& messenger, LiveHub& hub, const auth::Authenticator& authenticator,
-                       BoundedExecutor& executor)
-      : domain_(messenger), hub_(hub), authenticator_(authenticator), executor_(executor) {}
+  MessagingServiceImpl(Messenger& messenger, LiveHub& hub, HeartbeatBatcher& heartbeats,
+                       const auth::Authenticator& authenticator, BoundedExecutor& executor)
+      : domain_(messenger), hub_(hub), heartbeats_(heartbeats), authenticator_(authenticator), executor_(executor) {}
 
   CONTINUUM_UNARY(GetConversation, v1::GetConversationRequest, v1::Conversation)
   CONTINUUM_UNARY(ListConversations, v1::ListConversationsRequest, v1::ListConversationsResponse)
@@ -67,9 +68,15 @@ class MessagingServiceImpl final : public v1::MessagingService::CallbackService 
     return hub_.Open(*person, request->cursor());
   }
 
+  grpc::ServerBidiReactor<v1::StreamHeartbeatsRequest, v1::StreamHeartbeatsResponse>* StreamHeartbeats(
+      grpc::CallbackServerContext* context) override {
+    return OpenHeartbeatStream(context, domain_, authenticator_, heartbeats_);
+  }
+
  private:
   Messenger& domain_;
   LiveHub& hub_;
+  HeartbeatBatcher& heartbeats_;
   const auth::Authenticator& authenticator_;
   BoundedExecutor& executor_;
 };

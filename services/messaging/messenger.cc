@@ -410,7 +410,7 @@ absl::Status Messenger::PublishPresence(const PresenceUpdate& u) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::HeartbeatResponse> Messenger::Heartbeat(const P& p, const v1::HeartbeatRequest& r) {
+absl::StatusOr<PresenceStore::Beat> Messenger::CheckHeartbeat(const P& p, const v1::HeartbeatRequest& r) {
   if (p.role == auth::Role::kService || p.role == auth::Role::kPartner) {
     return Denied("PERMISSION_DENIED_ROLE", "presence is for people");
   }
@@ -421,15 +421,39 @@ absl::StatusOr<v1::HeartbeatResponse> Messenger::Heartbeat(const P& p, const v1:
   }
   absl::Duration ttl = r.has_ttl() ? FromProto(r.ttl()) : absl::Seconds(60);
   if (ttl < absl::Seconds(10) || ttl > absl::Seconds(300)) return InvalidField("ttl", "10s-300s");
-  std::vector<std::string> clinics;
+  PresenceStore::Beat beat{PersonId(p), {}, r.device_id(), r.status(), ttl};
   for (const auto& c : p.clinics) {
-    if (c != "*") clinics.push_back(c);
+    if (c != "*") beat.clinics.push_back(c);
   }
-  ASSIGN_OR_RETURN(PresenceUpdate u, presence_.Heartbeat(PersonId(p), clinics, r.device_id(), r.status(), ttl));
+  return beat;
+}
+
+v1::HeartbeatResponse Messenger::Heartbeated(const PresenceUpdate& u, absl::Duration ttl) {
   PublishPresence(u).IgnoreError();
   v1::HeartbeatResponse out;
   *out.mutable_presence() = u.presence;
   *out.mutable_heartbeat_interval() = ToProto(ttl / 3);
+  return out;
+}
+
+absl::StatusOr<v1::HeartbeatResponse> Messenger::Heartbeat(const P& p, const v1::HeartbeatRequest& r) {
+  ASSIGN_OR_RETURN(PresenceStore::Beat b, CheckHeartbeat(p, r));
+  ASSIGN_OR_RETURN(PresenceUpdate u, presence_.Heartbeat(b.person_id, b.clinics, b.device, b.status, b.ttl));
+  return Heartbeated(u, b.ttl);
+}
+
+std::vector<absl::StatusOr<v1::HeartbeatResponse>> Messenger::ApplyHeartbeats(
+    const std::vector<PresenceStore::Beat>& beats) {
+  std::vector<absl::StatusOr<PresenceUpdate>> updates = presence_.HeartbeatMany(beats);
+  std::vector<absl::StatusOr<v1::HeartbeatResponse>> out;
+  out.reserve(beats.size());
+  for (size_t i = 0; i < beats.size(); ++i) {
+    if (!updates[i].ok()) {
+      out.push_back(updates[i].status());
+    } else {
+      out.push_back(Heartbeated(*updates[i], beats[i].ttl));
+    }
+  }
   return out;
 }
 

@@ -36,6 +36,11 @@ class Messenger {
   absl::StatusOr<v1::ReadReceipt> MarkRead(const P& p, const v1::MarkReadRequest& r);
   absl::StatusOr<v1::UnreadCounts> GetUnreadCounts(const P& p, const v1::GetUnreadCountsRequest& r);
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const P& p, const v1::HeartbeatRequest& r);
+  // Heartbeat in two steps, for StreamHeartbeats: the checks of one request (CPU only), then
+  // checked heartbeats of any callers applied together in one Redis round trip (one result
+  // each, in order).
+  absl::StatusOr<PresenceStore::Beat> CheckHeartbeat(const P& p, const v1::HeartbeatRequest& r);
+  std::vector<absl::StatusOr<v1::HeartbeatResponse>> ApplyHeartbeats(const std::vector<PresenceStore::Beat>& beats);
   absl::StatusOr<v1::Presence> GetPresence(const P& p, const v1::GetPresenceRequest& r);
   absl::StatusOr<v1::BatchGetPresenceResponse> BatchGetPresence(const P& p, const v1::BatchGetPresenceRequest& r);
   absl::StatusOr<v1::GetCareTeamPresenceResponse> GetCareTeamPresence(const P& p,
@@ -63,6 +68,7 @@ class Messenger {
                                                                    std::vector<std::string>* ids);
   absl::Status AdvanceEscalation(const std::string& clinic_id, const std::string& escalation_id);
   absl::Status PublishPresence(const PresenceUpdate& u);
+  v1::HeartbeatResponse Heartbeated(const PresenceUpdate& u, absl::Duration ttl);
 
   db::Database& db_;
   Clock& clock_;

@@ -85,20 +85,24 @@ const std::string& PresenceScriptSha() {
 
 }  // namespace
 
-absl::StatusOr<PresenceUpdate> PresenceStore::Run(const std::string& person, const std::vector<std::string>& clinics,
-                                                  const std::string& device, const std::string& device_value) {
-  absl::Time now = clock_.Now();
+namespace {
+
+// The script call of one person: EVALSHA, sha, numkeys, keys..., argv... (see PresenceScript).
+std::vector<std::string> ScriptCall(absl::Time now, const std::string& person, const std::vector<std::string>& clinics,
+                                    const std::string& device, const std::string& device_value) {
   std::vector<std::string> args = {"EVALSHA", PresenceScriptSha(), absl::StrCat(3 + clinics.size()),
                                    DevicesKey(person), StateKey(person), kClinicsKey};
   for (const auto& c : clinics) args.push_back(ClinicKey(c));
   args.insert(args.end(), {absl::StrCat(Ms(now)), device, device_value, person});
   args.insert(args.end(), clinics.begin(), clinics.end());
-  ASSIGN_OR_RETURN(redis::Reply r, redis_.CommandAllowError(args));
-  if (r.type == redis::Reply::Type::kError && absl::StartsWith(r.str, "NOSCRIPT")) {
-    args[0] = "EVAL";  // first use on this server (or after SCRIPT FLUSH / a restart): load it
-    args[1] = PresenceScript();
-    ASSIGN_OR_RETURN(r, redis_.CommandAllowError(args));
-  }
+  return args;
+}
+
+std::string DeviceValue(absl::Time now, cv1::PresenceStatus status, absl::Duration ttl) {
+  return absl::StrCat(static_cast<int>(status), ":", Ms(now + ttl), ":", Ms(now));
+}
+
+absl::StatusOr<PresenceUpdate> ParseScriptReply(const std::string& person, const redis::Reply& r) {
   if (r.type != redis::Reply::Type::kArray || r.elements.size() != 4) {
     return absl::InternalError(absl::StrCat("presence script failed: ", r.str));
   }
@@ -114,11 +118,47 @@ absl::StatusOr<PresenceUpdate> PresenceStore::Run(const std::string& person, con
   return u;
 }
 
+}  // namespace
+
+absl::StatusOr<PresenceUpdate> PresenceStore::Run(const std::string& person, const std::vector<std::string>& clinics,
+                                                  const std::string& device, const std::string& device_value) {
+  std::vector<std::string> args = ScriptCall(clock_.Now(), person, clinics, device, device_value);
+  ASSIGN_OR_RETURN(redis::Reply r, redis_.CommandAllowError(args));
+  if (r.type == redis::Reply::Type::kError && absl::StartsWith(r.str, "NOSCRIPT")) {
+    args[0] = "EVAL";  // first use on this server (or after SCRIPT FLUSH / a restart): load it
+    args[1] = PresenceScript();
+    ASSIGN_OR_RETURN(r, redis_.CommandAllowError(args));
+  }
+  return ParseScriptReply(person, r);
+}
+
+std::vector<absl::StatusOr<PresenceUpdate>> PresenceStore::HeartbeatMany(const std::vector<Beat>& beats) {
+  const absl::Time now = clock_.Now();
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(beats.size() + 1);
+  // SCRIPT LOAD first (commands run in order), so the EVALSHAs find it even right after a
+  // Redis restart; loading a loaded script is a hash lookup.
+  commands.push_back({"SCRIPT", "LOAD", PresenceScript()});
+  for (const Beat& b : beats) {
+    commands.push_back(ScriptCall(now, b.person_id, b.clinics, b.device, DeviceValue(now, b.status, b.ttl)));
+  }
+  std::vector<absl::StatusOr<PresenceUpdate>> out;
+  out.reserve(beats.size());
+  auto replies = redis_.Pipeline(commands);
+  for (size_t i = 0; i < beats.size(); ++i) {
+    if (!replies.ok()) {
+      out.push_back(replies.status());
+    } else {
+      out.push_back(ParseScriptReply(beats[i].person_id, (*replies)[i + 1]));
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<PresenceUpdate> PresenceStore::Heartbeat(const std::string& person, const std::vector<std::string>& clinics,
                                                         const std::string& device, cv1::PresenceStatus status,
                                                         absl::Duration ttl) {
-  absl::Time now = clock_.Now();
-  return Run(person, clinics, device, absl::StrCat(static_cast<int>(status), ":", Ms(now + ttl), ":", Ms(now)));
+  return Run(person, clinics, device, DeviceValue(clock_.Now(), status, ttl));
 }
 
 absl::StatusOr<PresenceUpdate> PresenceStore::SetInSession(const std::string& person,

@@ -30,6 +30,15 @@ class PresenceStore {
   // A heartbeat from one device; IN_SESSION is reserved to SetInSession.
   absl::StatusOr<PresenceUpdate> Heartbeat(const std::string& person_id, const std::vector<std::string>& clinics,
                                            const std::string& device, cv1::PresenceStatus status, absl::Duration ttl);
+  // Several heartbeats (of any people) in one Redis round trip; one result per beat, in order.
+  struct Beat {
+    std::string person_id;
+    std::vector<std::string> clinics;
+    std::string device;
+    cv1::PresenceStatus status;
+    absl::Duration ttl;
+  };
+  std::vector<absl::StatusOr<PresenceUpdate>> HeartbeatMany(const std::vector<Beat>& beats);
   // The client's medicine session (a pseudo-device "session" that outranks the others).
   absl::StatusOr<PresenceUpdate> SetInSession(const std::string& person_id, const std::vector<std::string>& clinics,
                                               bool in_session);

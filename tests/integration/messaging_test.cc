@@ -10,6 +10,7 @@ namespace continuum::testing {
 namespace {
 
 namespace mv1 = ::continuum::messaging::v1;
+namespace cv1 = ::continuum::common::v1;
 using M = mv1::MessagingService::Stub;
 
 class MessagingBinaryTest : public ::testing::Test {
@@ -97,6 +98,65 @@ TEST_F(MessagingBinaryTest, LiveAcrossReplicasThenReplayFromCursorAfterDisconnec
     grpc::Status s = reader->Finish();
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad << ": " << s.error_message();
     EXPECT_EQ(ReasonOf(s), "INVALID_FIELD") << bad;
+  }
+}
+
+// StreamHeartbeats: each heartbeat on the stream is answered in order (applied through the
+// replica's batcher), presence reads back ONLINE on the other replica, closing the sending
+// side ends the stream OK, a heartbeat Heartbeat would refuse ends it with that error, and a
+// stream without a token is refused.
+TEST_F(MessagingBinaryTest, HeartbeatStreamAnswersEachBeatInOrderAndEndsOnTheFirstBadOne) {
+  auto open = [&](M* stub, grpc::ClientContext& ctx, const std::string& token) {
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+    return stub->StreamHeartbeats(&ctx);
+  };
+  mv1::StreamHeartbeatsRequest msg;
+  mv1::HeartbeatRequest& beat = *msg.mutable_heartbeat();
+  beat.set_device_id("phone");
+  beat.set_status(cv1::PRESENCE_STATUS_ONLINE);
+  beat.mutable_ttl()->set_seconds(30);
+  {
+    grpc::ClientContext ctx;
+    auto stream = open(a_.get(), ctx, platform_.therapist);
+    for (int i = 0; i < 3; ++i) {
+      if (i == 2) beat.set_status(cv1::PRESENCE_STATUS_DO_NOT_DISTURB);
+      ASSERT_TRUE(stream->Write(msg));
+      mv1::StreamHeartbeatsResponse r;
+      ASSERT_TRUE(stream->Read(&r)) << "heartbeat " << i << " unanswered";
+      EXPECT_EQ(r.heartbeat().presence().person(), "people/ther");
+      EXPECT_EQ(r.heartbeat().presence().status(),
+                i == 2 ? cv1::PRESENCE_STATUS_DO_NOT_DISTURB : cv1::PRESENCE_STATUS_ONLINE);
+      EXPECT_EQ(r.heartbeat().heartbeat_interval().seconds(), 10);
+    }
+    ASSERT_TRUE(stream->WritesDone());
+    mv1::StreamHeartbeatsResponse extra;
+    EXPECT_FALSE(stream->Read(&extra));
+    grpc::Status s = stream->Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+  mv1::GetPresenceRequest get;
+  get.set_name("people/ther/presence");
+  mv1::Presence seen;
+  ASSERT_TRUE(CallWith(b_.get(), &M::GetPresence, platform_.therapist, get, &seen).ok());
+  EXPECT_EQ(seen.status(), cv1::PRESENCE_STATUS_DO_NOT_DISTURB);
+  {
+    grpc::ClientContext ctx;
+    auto stream = open(a_.get(), ctx, platform_.therapist);
+    beat.set_status(cv1::PRESENCE_STATUS_IN_SESSION);  // reserved to the session itself
+    ASSERT_TRUE(stream->Write(msg));
+    mv1::StreamHeartbeatsResponse r;
+    EXPECT_FALSE(stream->Read(&r));
+    grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("status"));
+  }
+  {
+    grpc::ClientContext ctx;
+    auto stream = open(a_.get(), ctx, "");
+    mv1::StreamHeartbeatsResponse r;
+    EXPECT_FALSE(stream->Read(&r));
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
 }
 

@@ -252,6 +252,7 @@ for backend in sqlite postgres; do
   if [ "$backend" = sqlite ]; then
     # Redis-only paths: once, next to redis-benchmark on the same redis-server.
     lg --scenario=heartbeat --label=redis --target="$msg_addr" --connections=4 --inflight=32
+    lg --scenario=heartbeat-stream --label=redis --target="$msg_addr" --connections=4 --inflight=32
     redis_bench "$stack_redis_port" ZADD -t zadd
     redis_bench "$stack_redis_port" PUBLISH PUBLISH bench hello
     redis_bench "$stack_redis_port" XADD XADD bench '*' f v

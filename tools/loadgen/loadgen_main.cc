@@ -4,7 +4,7 @@
 //       seeds a running platform once and writes the names the scenarios use to FILE.
 //   continuum-loadgen --scenario=S --target=H:P --state=FILE [--mode=closed --connections=4 --inflight=32]
 //                     [--mode=open --rate=5000] [--warmup=1s --duration=5s] [--label=sqlite] [--out=F]
-//       S: echo | get-appointment | search-slots | book | record-write | heartbeat | deliver
+//       S: echo | get-appointment | search-slots | book | record-write | heartbeat | heartbeat-stream | deliver
 //   continuum-loadgen --scenario=streams --target=H:P --streams=10000 --server-pid=PID
 //   continuum-loadgen --scenario=bare-insert --database-url=URL --threads=4
 //
@@ -128,7 +128,8 @@ int Run(const Flags& f) {
                                 .deadline = f.deadline,
                                 .payload_bytes = f.payload,
                                 .book_window = f.book_window,
-                                .conversations = f.conversations},
+                                .conversations = f.conversations,
+                                .streams_per_connection = f.inflight},
                                *state);
   if (!workload.ok()) return Fail(workload.status());
   LoadOptions options{.mode = f.mode == "open" ? Mode::kOpen : Mode::kClosed,
@@ -155,7 +156,7 @@ int main(int argc, char** argv) {
   ConfigSource c(std::vector<std::string>(argv + 1, argv + argc), env, "CONTINUUM_LOADGEN_");
   continuum::loadgen::Flags f;
   f.scenario = c.String("scenario", "echo",
-                        "setup, echo, get-appointment, search-slots, book, record-write, heartbeat, deliver, streams "
+                        "setup, echo, get-appointment, search-slots, book, record-write, heartbeat, heartbeat-stream, deliver, streams "
                         "or bare-insert");
   f.target = c.String("target", "", "host:port of the server the scenario calls");
   f.state = c.String("state", "", "setup state file (written by --scenario=setup, read by the others)");
@@ -187,7 +188,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   const std::set<std::string> kScenarios = {"setup",   "echo",         "get-appointment", "search-slots",
-                                            "book",    "record-write", "heartbeat",       "deliver",
+                                            "book",    "record-write", "heartbeat", "heartbeat-stream", "deliver",
                                             "streams", "bare-insert"};
   if (!kScenarios.count(f.scenario)) c.AddError("--scenario: unknown scenario '" + f.scenario + "'");
   if (f.mode != "closed" && f.mode != "open") c.AddError("--mode must be closed or open");

@@ -267,6 +267,130 @@ class HeartbeatWorkload : public ScenarioWorkload {
   std::vector<std::string> auth_;
 };
 
+// The same heartbeats as messages on StreamHeartbeats streams: `streams_per_connection`
+// streams per channel (256 people, one device each), each with one heartbeat in flight; a
+// "call" is one heartbeat, from its write to its answer.
+class HeartbeatStreamWorkload : public ScenarioWorkload {
+ public:
+  // One stream. Start() is called only on an idle stream (taken from the free list).
+  class Stream : public grpc::ClientBidiReactor<mv1::StreamHeartbeatsRequest, mv1::StreamHeartbeatsResponse> {
+   public:
+    Stream(mv1::MessagingService::Stub* stub, const std::string& authorization, HeartbeatStreamWorkload* owner,
+           int conn)
+        : owner_(owner), conn_(conn) {
+      ctx_.AddMetadata("authorization", authorization);
+      req_.mutable_heartbeat()->set_device_id("loadgen-stream");
+      req_.mutable_heartbeat()->set_status(cv1::PRESENCE_STATUS_ONLINE);
+      stub->async()->StreamHeartbeats(&ctx_, this);
+      StartCall();
+    }
+    void Beat(DoneFn done) {
+      grpc::Status ended;
+      bool open;
+      {
+        absl::MutexLock lock(&mu_);
+        open = !ended_;
+        if (open) {
+          done_ = std::move(done);
+          pending_ = 2;
+        }
+        ended = status_;
+      }
+      if (!open) {  // the stream had ended: not started
+        done(ended);
+        return;
+      }
+      StartRead(&resp_);
+      StartWrite(&req_);
+    }
+    // A heartbeat is done when both its write and its read have completed (in either order):
+    // only then may the stream take the next one.
+    void OnWriteDone(bool ok) override { OpDone(ok); }
+    void OnReadDone(bool ok) override { OpDone(ok); }
+    void OpDone(bool ok) {
+      DoneFn done;
+      bool failed;
+      {
+        absl::MutexLock lock(&mu_);
+        failed_ = failed_ || !ok;
+        if (--pending_ > 0) return;
+        done = std::move(done_);
+        done_ = nullptr;
+        failed = failed_;
+        failed_ = false;
+      }
+      if (!failed) owner_->Release(conn_, this);
+      if (done) done(failed ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "heartbeat stream ended") : grpc::Status::OK);
+    }
+    void OnDone(const grpc::Status& s) override {
+      absl::MutexLock lock(&mu_);
+      status_ = s.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "heartbeat stream ended") : s;
+      ended_ = true;
+    }
+    void Close() { ctx_.TryCancel(); }
+    void AwaitEnd() {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(&ended_));
+    }
+
+   private:
+    HeartbeatStreamWorkload* owner_;
+    const int conn_;
+    grpc::ClientContext ctx_;
+    mv1::StreamHeartbeatsRequest req_;
+    mv1::StreamHeartbeatsResponse resp_;
+    absl::Mutex mu_;
+    DoneFn done_ ABSL_GUARDED_BY(mu_);
+    int pending_ ABSL_GUARDED_BY(mu_) = 0;     // of the current heartbeat's write and read
+    bool failed_ ABSL_GUARDED_BY(mu_) = false;
+    bool ended_ ABSL_GUARDED_BY(mu_) = false;
+    grpc::Status status_ ABSL_GUARDED_BY(mu_);
+  };
+
+  HeartbeatStreamWorkload(const WorkloadConfig& c, std::vector<std::shared_ptr<grpc::Channel>> ch)
+      : stubs_(Stubs<mv1::MessagingService>(ch)), free_(stubs_.size()) {
+    int person = 0;
+    for (size_t conn = 0; conn < stubs_.size(); ++conn) {
+      for (int i = 0; i < c.streams_per_connection; ++i, ++person) {
+        streams_.push_back(std::make_unique<Stream>(
+            stubs_[conn].get(), Bearer(TestToken(absl::StrCat("people/hb", person % 256), "therapist", {"kap"})),
+            this, static_cast<int>(conn)));
+        free_[conn].push_back(streams_.back().get());
+      }
+    }
+  }
+  ~HeartbeatStreamWorkload() override {
+    for (auto& s : streams_) s->Close();
+    for (auto& s : streams_) s->AwaitEnd();
+  }
+  int connections() const override { return static_cast<int>(stubs_.size()); }
+  void Start(int conn, int64_t, int64_t, DoneFn done) override {
+    Stream* stream = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!free_[conn].empty()) {
+        stream = free_[conn].back();
+        free_[conn].pop_back();
+      }
+    }
+    if (!stream) {  // more in flight than streams (open loop): refuse rather than queue
+      done(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "every heartbeat stream is busy"));
+      return;
+    }
+    stream->Beat(std::move(done));
+  }
+  void Release(int conn, Stream* stream) {
+    absl::MutexLock lock(&mu_);
+    free_[conn].push_back(stream);
+  }
+
+ private:
+  std::vector<std::unique_ptr<mv1::MessagingService::Stub>> stubs_;
+  absl::Mutex mu_;
+  std::vector<std::vector<Stream*>> free_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Stream>> streams_;
+};
+
 // ---- Live delivery --------------------------------------------------------------------------
 
 // One Subscribe stream, read with the callback API (no thread per stream here either).
@@ -616,6 +740,7 @@ absl::StatusOr<std::unique_ptr<ScenarioWorkload>> MakeWorkload(const std::string
     return std::make_unique<RecordWriteWorkload>(c, ch, SplitList(records));
   }
   if (scenario == "heartbeat") return std::make_unique<HeartbeatWorkload>(c, ch);
+  if (scenario == "heartbeat-stream") return std::make_unique<HeartbeatStreamWorkload>(c, ch);
   if (scenario == "deliver") {
     std::vector<std::string> conversations;
     if (c.conversations <= 1) {

@@ -48,6 +48,7 @@ struct WorkloadConfig {
   int payload_bytes = 16;                       // echo message / timeline text size
   int book_window = 0;                          // book: which range of free slots to use
   int conversations = 16;                       // deliver: client conversations (and live streams) used
+  int streams_per_connection = 32;              // heartbeat-stream: streams per connection
 };
 
 // A Workload that can describe what it measured beyond the calls (JSON fields).
@@ -57,7 +58,8 @@ class ScenarioWorkload : public Workload {
 };
 
 // `scenario` is one of echo, get-appointment, search-slots, book, record-write, heartbeat,
-// deliver (SendMessage round robin over client conversations, measured from the intended send
+// heartbeat-stream (a heartbeat per message on StreamHeartbeats streams, one in flight per
+// stream), deliver (SendMessage round robin over client conversations, measured from the intended send
 // time to live delivery on each client's Subscribe stream). Connects every channel before
 // returning.
 absl::StatusOr<std::unique_ptr<ScenarioWorkload>> MakeWorkload(const std::string& scenario,
