@@ -26,15 +26,15 @@ std::shared_ptr<const v1::SessionRecord> LatestRecords::Find(const std::string& 
 
 void LatestRecords::Put(const std::string& clinic_id, const std::string& record_id,
                         std::shared_ptr<const v1::SessionRecord> record) {
+  std::string key = CacheKey(clinic_id, record_id);
   absl::MutexLock lock(&mu_);
-  auto& slot = records_[CacheKey(clinic_id, record_id)];
-  if (slot && slot->version() >= record->version()) return;  // never move an entry backwards
-  if (!slot && records_.size() > max_entries_) {
-    records_.clear();
-    records_[CacheKey(clinic_id, record_id)] = std::move(record);
+  auto it = records_.find(key);
+  if (it != records_.end()) {
+    if (it->second->version() < record->version()) it->second = std::move(record);  // never backwards
     return;
   }
-  slot = std::move(record);
+  if (records_.size() >= max_entries_) records_.clear();
+  records_.emplace(std::move(key), std::move(record));
 }
 
 absl::StatusOr<std::optional<int64_t>> LatestVersion(db::Tx& tx, const std::string& clinic_id,
