@@ -85,12 +85,23 @@ const char kLeaseSql[] =
     "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE id IN ("
     " SELECT id FROM outbox WHERE sent_time IS NULL"
     " AND (lease_until IS NULL OR lease_until < $3) ORDER BY id LIMIT $4)";
+const char kLeasableSql[] =
+    "SELECT 1 FROM outbox WHERE sent_time IS NULL AND (lease_until IS NULL OR lease_until < $1) LIMIT 1";
 const char kLeasedSql[] =
     "SELECT id, stream, event_id, type, payload, notify_channel FROM outbox"
     " WHERE lease_owner = $1 AND sent_time IS NULL ORDER BY id";
 
 absl::StatusOr<int> Relay::RelayOnce() {
   absl::Time now = clock_.Now();
+  // Read first: the relay runs on every poll and after commits, mostly to find nothing, and
+  // the lease is a write (on SQLite it queued behind, and held up, the service's own writes).
+  bool leasable = false;
+  RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(db::Rows rows, tx.Query(kLeasableSql, {db::Micros(now)}));
+    leasable = !rows.empty();
+    return absl::OkStatus();
+  }, db::TxMode::kReadOnly));
+  if (!leasable) return 0;
   // Lease a batch so that several replicas relaying at once do not publish the same rows.
   RETURN_IF_ERROR(db_.Exec(kLeaseSql, {options_.owner, db::Micros(now + options_.lease), db::Micros(now),
                           static_cast<int64_t>(options_.batch)})

@@ -37,6 +37,7 @@ absl::Status Enqueue(db::Tx& tx, const Event& event, absl::Time now);
 // The relay's statements that read the outbox (exposed so that a test can check their
 // query plans: they must read only unsent rows, whatever the number of sent ones).
 extern const char kLeaseSql[];
+extern const char kLeasableSql[];
 extern const char kLeasedSql[];
 
 class Relay {

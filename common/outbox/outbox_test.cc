@@ -109,11 +109,17 @@ TEST_P(OutboxTest, DuplicateEventIdIsRefused) {
 // whole table made record writes slow down as the outbox grew).
 TEST_P(OutboxTest, RelayReadsOnlyUnsentRowsWhateverTheNumberSent) {
   if (GetParam() != "sqlite") GTEST_SKIP() << "query plans checked on SQLite";
-  for (const char* sql : {kLeaseSql, kLeasedSql}) {
+  const std::vector<std::pair<const char*, db::Params>> statements = {
+      {kLeasableSql, {int64_t{1}}},
+      {kLeaseSql, {std::string("o"), int64_t{1}, int64_t{1}, int64_t{10}}},
+      {kLeasedSql, {std::string("o")}}};
+  for (const auto& [sql, params] : statements) {
     std::string plan;
     ASSERT_TRUE(db_->InTransaction([&](db::Tx& tx) -> absl::Status {
-      ASSIGN_OR_RETURN(db::Rows rows, tx.Query(std::string("EXPLAIN QUERY PLAN ") + sql,
-                                               {std::string("o"), int64_t{1}, int64_t{1}, int64_t{10}}));
+      // EXPLAIN does not check the schema cookie: a pooled connection that last read the
+      // schema before migration 3 would explain with the dropped index. A real read first.
+      RETURN_IF_ERROR(tx.Query("SELECT 1 FROM outbox LIMIT 1").status());
+      ASSIGN_OR_RETURN(db::Rows rows, tx.Query(std::string("EXPLAIN QUERY PLAN ") + sql, params));
       for (const auto& r : rows) plan += r.Text(3) + "\n";
       return absl::OkStatus();
     }, db::TxMode::kReadOnly).ok());

@@ -276,6 +276,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
   }
   // The committed new version, for the response and the cache (the body may run more than once).
   std::shared_ptr<v1::SessionRecord> written;
+  bool enqueued = false;  // the committed version put events in the outbox
   // A retried request is answered from the version it wrote: the idempotency row holds its
   // number, not a second copy of the record.
   const api::RememberAs<v1::SessionRecord> by_version{
@@ -295,6 +296,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
   auto result = api::RunIdempotent<v1::SessionRecord>(
       db_, clock_, p.subject, action, request_id, request, [&](db::Tx& tx) -> absl::StatusOr<v1::SessionRecord> {
         written = nullptr;
+        enqueued = false;
         ASSIGN_OR_RETURN(std::optional<int64_t> version, store::LatestVersion(tx, ids[0], ids[1]));
         if (!version) return NotFound(name);
         if (!etag.empty() && etag != EtagOfVersion(*version)) {
@@ -329,6 +331,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
                                           FromProto(record.update_time())));
         }
         written = next->record;
+        enqueued = !next->events.empty();
         // Only the version inside the writer; the whole record is copied out after commit.
         v1::SessionRecord committed;
         committed.set_version(record.version());
@@ -336,7 +339,8 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
       },
       &by_version);
   if (!result.ok()) return audited(result.status());
-  if (options_.on_commit) options_.on_commit();
+  // Only a write with events wakes the relay: its pass is a transaction of its own.
+  if (enqueued && options_.on_commit) options_.on_commit();
   if (!written || written->version() != result->version()) return result;  // answered from a retry's version
   // Committed: later writes of this replica start from it without parsing it again.
   v1::SessionRecord response = *written;

@@ -25,7 +25,7 @@ using scheduling::SchedulingClient;
 class RecordKeeper {
  public:
   struct Options {
-    std::function<void()> on_commit;  // e.g. wake the outbox relay
+    std::function<void()> on_commit;  // after a write that put events in the outbox: wake the relay
   };
   RecordKeeper(db::Database& db, Clock& clock, SchedulingClient& scheduling, Options options = {});
 
