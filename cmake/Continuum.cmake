@@ -71,3 +71,16 @@ function(continuum_proto_library target root)
   target_link_libraries(${target} PUBLIC gRPC::grpc++ protobuf::libprotobuf)
   target_compile_options(${target} PRIVATE -w)
 endfunction()
+
+# continuum_use_allocator(<target>...)
+# Links tcmalloc into executables when CONTINUUM_TCMALLOC is on. --no-as-needed: nothing calls
+# tcmalloc by name, it replaces malloc/free by being loaded, so the linker must keep it (on
+# toolchains that default to --as-needed).
+function(continuum_use_allocator)
+  if(CONTINUUM_TCMALLOC)
+    foreach(target IN LISTS ARGN)
+      target_link_options(${target} PRIVATE "LINKER:--no-as-needed")
+      target_link_libraries(${target} PRIVATE PkgConfig::TCMALLOC)
+    endforeach()
+  endif()
+endfunction()

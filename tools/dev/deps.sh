@@ -5,7 +5,7 @@ set -euo pipefail
 CONTINUUM_APT_PACKAGES=(
   cmake ninja-build ccache pkg-config g++
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
-  libhiredis-dev redis-server redis-tools
+  libhiredis-dev redis-server redis-tools libgoogle-perftools-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libsqlite3-dev libpq-dev postgresql
   libspdlog-dev prometheus-cpp-dev libssl-dev openssl
