@@ -85,15 +85,6 @@ v1::Notification MakeNotification(v1::Notification::Type type, const std::string
   return n;
 }
 
-std::vector<std::string> TeamIds(const Conv& team_conv, bool therapists_only = false) {
-  std::vector<std::string> out;
-  for (const auto& m : team_conv.members()) {
-    if (therapists_only && m.role() != cv1::ROLE_THERAPIST) continue;
-    out.push_back(IdOf(m.person()));
-  }
-  return out;
-}
-
 }  // namespace
 
 Messenger::Messenger(db::Database& db, Clock& clock, scheduling::SchedulingClient& scheduling, PresenceStore& presence,
@@ -360,18 +351,25 @@ absl::StatusOr<v1::ReadReceipt> Messenger::MarkRead(const P& p, const v1::MarkRe
 }
 
 absl::StatusOr<v1::UnreadCounts> Messenger::GetUnreadCounts(const P& p, const v1::GetUnreadCountsRequest& r) {
-  ASSIGN_OR_RETURN(auto ids, api::ParseName(r.clinic(), "clinics/*", "clinic"));
-  RETURN_IF_ERROR(auth::RequireClinic(p, ids[0]));
+  std::string clinic_id;  // empty: every clinic the caller acts in
+  if (!r.clinic().empty()) {
+    ASSIGN_OR_RETURN(auto ids, api::ParseName(r.clinic(), "clinics/*", "clinic"));
+    RETURN_IF_ERROR(auth::RequireClinic(p, ids[0]));
+    clinic_id = ids[0];
+  }
   const std::string me = PersonId(p);
   v1::UnreadCounts out;
   RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(auto convs, store::ConversationsOf(tx, me, ids[0], 0, 1000));
+    ASSIGN_OR_RETURN(auto convs, store::ConversationsOf(tx, me, clinic_id, 0, 1000));
     for (const auto& c : convs) {
+      const std::string conv_clinic = ClinicOf(c.name());
+      if (!p.InClinic(conv_clinic)) continue;  // a clinic the token does not grant
       int64_t read = 0;
       for (const auto& m : c.members()) {
         if (m.person() == Person(me)) read = m.read_sequence();
       }
-      ASSIGN_OR_RETURN(auto counts, store::CountUnread(tx, ids[0], IdOf(c.name()), read, me));
+      ASSIGN_OR_RETURN(auto counts, store::CountUnread(tx, conv_clinic, IdOf(c.name()), read, me));
+      if (counts.first == 0) continue;  // only conversations with unread messages are listed
       auto* u = out.add_conversations();
       u->set_conversation(c.name());
       u->set_unread_count(counts.first);
@@ -513,26 +511,31 @@ absl::StatusOr<v1::SitterCheckInResponse> Messenger::SitterCheckIn(const P& p, c
   ASSIGN_OR_RETURN(sv1::Clinic clinic, scheduling_.GetClinic(ids[0]));
   absl::Duration interval = FromProto(clinic.policy().sitter_checkin_interval());
   if (interval <= absl::ZeroDuration()) interval = absl::Minutes(20);
-  std::optional<store::ActiveSession> session;
-  absl::Time now = clock_.Now();
-  RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(session, store::GetActiveSession(tx, ids[0], ids[1]));
+  // Idempotent on request_id: a retried check-in answers with the due time it set and does not
+  // move the session's check-in clock again.
+  ASSIGN_OR_RETURN(v1::SitterCheckInResponse out,
+                   api::RunIdempotent<v1::SitterCheckInResponse>(
+                       db_, clock_, p.subject, "SitterCheckIn", r.request_id(), r,
+                       [&](db::Tx& tx) -> absl::StatusOr<v1::SitterCheckInResponse> {
+    ASSIGN_OR_RETURN(std::optional<store::ActiveSession> session, store::GetActiveSession(tx, ids[0], ids[1]));
     if (!session) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "INVALID_STATE", "no session of that appointment is in progress");
     }
     if (session->sitter_id != PersonId(p)) {
       return Denied("NOT_DESIGNATED_SITTER", "only the sitter named for this session checks in");
     }
+    const absl::Time now = clock_.Now();
     session->last_check_in = now;
     session->next_due = now + interval;
-    return store::PutActiveSession(tx, *session);
+    RETURN_IF_ERROR(store::PutActiveSession(tx, *session));
+    v1::SitterCheckInResponse checked;
+    *checked.mutable_next_check_in_due_time() = ToProto(now + interval);
+    return checked;
   }));
-  // A check-in counts as the sitter's heartbeat.
+  // A check-in counts as the sitter's heartbeat (a retry refreshes it, which is harmless).
   ASSIGN_OR_RETURN(PresenceUpdate u, presence_.Heartbeat(PersonId(p), {ids[0]}, "sitter-check-in",
                                                          cv1::PRESENCE_STATUS_ONLINE, interval + absl::Minutes(1)));
   PublishPresence(u).IgnoreError();
-  v1::SitterCheckInResponse out;
-  *out.mutable_next_check_in_due_time() = ToProto(now + interval);
   *out.mutable_presence() = u.presence;
   return out;
 }
@@ -673,6 +676,29 @@ absl::Status Messenger::AdvanceEscalation(const std::string& clinic_id, const st
   return absl::OkStatus();
 }
 
+// Escalations carry a client's clinical situation (a message excerpt, an adverse event), so
+// clinical staff see those about their own clients' care and those that notified them (the
+// on-call clinician; everyone at the final step); admins and services see the clinic's all.
+absl::StatusOr<bool> Messenger::MaySeeEscalation(const P& p, const std::string& clinic_id, const v1::Escalation& e,
+                                                 std::map<std::string, bool>& teams) {
+  if (p.role == auth::Role::kAdmin || p.role == auth::Role::kService) return true;
+  const std::string me = Person(PersonId(p));
+  for (const auto& step : e.steps()) {
+    for (const auto& target : step.targets()) {
+      if (target == me) return true;
+    }
+  }
+  const std::string client_id = IdOf(e.client());
+  auto known = teams.find(client_id);
+  if (known == teams.end()) {
+    ASSIGN_OR_RETURN(sv1::CareTeam team, scheduling_.GetCareTeam(clinic_id, client_id));
+    bool member = false;
+    for (const auto& m : team.members()) member = member || m.person() == me;
+    known = teams.emplace(client_id, member).first;
+  }
+  return known->second;
+}
+
 absl::StatusOr<v1::ListEscalationsResponse> Messenger::ListEscalations(const P& p, const v1::ListEscalationsRequest& r) {
   ASSIGN_OR_RETURN(auto ids, api::ParseName(r.parent(), "clinics/*", "parent"));
   RETURN_IF_ERROR(auth::RequireClinic(p, ids[0]));
@@ -681,16 +707,37 @@ absl::StatusOr<v1::ListEscalationsResponse> Messenger::ListEscalations(const P& 
     return Denied("PERMISSION_DENIED_ROLE", "escalations are for clinical staff");
   }
   ASSIGN_OR_RETURN(int size, api::PageSize(r.page_size(), 50, 500));
+  // The token holds a position among all of the clinic's matching escalations, visible or not.
   ASSIGN_OR_RETURN(int64_t offset, api::ParsePageToken(r.page_token(), r));
   std::vector<int> states(r.states().begin(), r.states().end());
+  const std::string client_id = r.client().empty() ? "" : IdOf(r.client());
+  // Rows are read in batches, each in its own read transaction (the care-team lookups run
+  // outside any), and at most max_scan of them per page: a caller who may see few of many gets
+  // a short page and a token.
+  constexpr int kBatch = 100;
+  const int64_t max_scan = std::max<int64_t>(1000, 10 * int64_t{size});
+  std::map<std::string, bool> teams;
   v1::ListEscalationsResponse out;
-  RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(auto list, store::ListEscalations(tx, ids[0], r.client().empty() ? "" : IdOf(r.client()), states,
-                                                       offset, size + 1));
-    for (size_t i = 0; i < list.size() && i < static_cast<size_t>(size); ++i) *out.add_escalations() = list[i];
-    if (list.size() > static_cast<size_t>(size)) out.set_next_page_token(api::MakePageToken(offset + size, r));
-    return absl::OkStatus();
-  }, db::TxMode::kReadOnly));
+  int64_t position = offset;
+  bool more = true;
+  while (more && out.escalations_size() < size && position - offset < max_scan) {
+    std::vector<v1::Escalation> batch;
+    RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+      ASSIGN_OR_RETURN(batch, store::ListEscalations(tx, ids[0], client_id, states, position, kBatch));
+      return absl::OkStatus();
+    }, db::TxMode::kReadOnly));
+    more = batch.size() == static_cast<size_t>(kBatch);
+    for (auto& e : batch) {
+      if (out.escalations_size() == size) {
+        more = true;  // this one starts the next page
+        break;
+      }
+      ++position;
+      ASSIGN_OR_RETURN(bool visible, MaySeeEscalation(p, ids[0], e, teams));
+      if (visible) *out.add_escalations() = std::move(e);
+    }
+  }
+  if (more) out.set_next_page_token(api::MakePageToken(position, r));
   return out;
 }
 
@@ -701,6 +748,18 @@ absl::StatusOr<v1::Escalation> Messenger::AcknowledgeEscalation(const P& p, cons
     return Denied("PERMISSION_DENIED_ROLE", "escalations are acknowledged by clinical staff");
   }
   if (r.note().size() > 2000) return InvalidField("note", "at most 2000 characters");
+  std::optional<store::Stored<v1::Escalation>> seen;
+  RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(seen, store::GetEscalation(tx, ids[0], ids[1]));
+    return absl::OkStatus();
+  }, db::TxMode::kReadOnly));
+  if (!seen) return NotFound(r.name());
+  std::map<std::string, bool> teams;
+  ASSIGN_OR_RETURN(bool visible, MaySeeEscalation(p, ids[0], seen->value, teams));
+  if (!visible) {
+    return Denied("NOT_ON_CARE_TEAM", "only the client's care team and the people this escalation notified may "
+                                      "acknowledge it");
+  }
   return api::RunIdempotent<v1::Escalation>(db_, clock_, p.subject, "AcknowledgeEscalation", r.request_id(), r,
                                             [&](db::Tx& tx) -> absl::StatusOr<v1::Escalation> {
     ASSIGN_OR_RETURN(auto stored, store::GetEscalation(tx, ids[0], ids[1]));
@@ -979,7 +1038,9 @@ absl::Status Messenger::Tick() {
       m->set_sitter(Person(s.sitter_id));
       if (fresh->last_check_in) *m->mutable_last_check_in_time() = ToProto(*fresh->last_check_in);
       *m->mutable_due_time() = ToProto(*fresh->next_due);
-      RETURN_IF_ERROR(outbox::Enqueue(tx, {kEventStream, ev.event_id(), "sitter_check_in_missed", ev.SerializeAsString()}, now));
+      RETURN_IF_ERROR(outbox::Enqueue(
+          tx, {kEventStream, ev.event_id(), "sitter_check_in_missed", ev.SerializeAsString(), /*notify_channel=*/""},
+          now));
       for (const auto& member : team.members()) {
         RETURN_IF_ERROR(Notify(tx, IdOf(member.person()),
                                MakeNotification(v1::Notification::TYPE_SITTER_CHECK_IN_MISSED, c, Person(s.client_id),

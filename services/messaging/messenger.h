@@ -4,6 +4,7 @@
 // reminders, sitter check-ins and escalation to a clinician who is there.
 #pragma once
 
+#include <map>
 #include <functional>
 #include <string>
 
@@ -67,6 +68,10 @@ class Messenger {
   absl::StatusOr<store::Stored<v1::Conversation>> LoadConversation(const P& p, const std::string& name,
                                                                    std::vector<std::string>* ids);
   absl::Status AdvanceEscalation(const std::string& clinic_id, const std::string& escalation_id);
+  // Whether `p` may see (and acknowledge) `e`; `teams` remembers care-team answers per client
+  // within one call.
+  absl::StatusOr<bool> MaySeeEscalation(const P& p, const std::string& clinic_id, const v1::Escalation& e,
+                                        std::map<std::string, bool>& teams);
   absl::Status PublishPresence(const PresenceUpdate& u);
   v1::HeartbeatResponse Heartbeated(const PresenceUpdate& u, absl::Duration ttl);
 

@@ -184,6 +184,13 @@ TEST_F(MessengerTest, MessagesAreOrderedIdempotentAndOnlyForMembers) {
   auto unread = messenger_->GetUnreadCounts(client_, u);
   ASSERT_TRUE(unread.ok());
   EXPECT_EQ(unread->total_unread(), 1) << "the therapist's reply";
+  ASSERT_EQ(unread->conversations_size(), 1);
+  EXPECT_EQ(unread->conversations(0).conversation(), "clinics/c01/conversations/client-cl1");
+  auto everywhere = messenger_->GetUnreadCounts(client_, v1::GetUnreadCountsRequest());
+  ASSERT_TRUE(everywhere.ok()) << "no clinic: all of the caller's clinics; " << everywhere.status();
+  EXPECT_EQ(everywhere->total_unread(), 1);
+  EXPECT_EQ(messenger_->GetUnreadCounts(other_clinic_, v1::GetUnreadCountsRequest())->total_unread(), 0)
+      << "a token for another clinic counts nothing of this one";
   v1::MarkReadRequest read;
   read.set_name("clinics/c01/conversations/client-cl1");
   read.set_sequence(2);
@@ -241,6 +248,48 @@ TEST_F(MessengerTest, UrgentMessageEscalatesToOnCallWhenNoCareTeamMemberIsPresen
   EXPECT_EQ(acked->acknowledged_by(), "people/cn1");
 }
 
+// An escalation tells of a client's clinical situation: a therapist outside the client's care
+// team who was not notified neither lists nor acknowledges it; the on-call clinician it
+// notified does, and so does an admin.
+TEST_F(MessengerTest, EscalationsAreSeenByTheCareTeamAndThePeopleTheyNotifiedOnly) {
+  ASSERT_TRUE(Send(client_, "client-cl1", "u-1", "I feel very unwell", /*urgent=*/true).ok());
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(Send(client_, "client-cl1", "u-2", "still unwell", /*urgent=*/true).ok());
+  v1::ListEscalationsRequest l;
+  l.set_parent("clinics/c01");
+  const Principal oncall{"people/oncall1", Role::kClinician, {"c01"}};
+  const Principal admin{"people/ad1", Role::kAdmin, {"c01"}};
+  auto all = messenger_->ListEscalations(admin, l);
+  ASSERT_TRUE(all.ok()) << all.status();
+  const int raised = all->escalations_size();
+  ASSERT_GE(raised, 1);
+  EXPECT_EQ(messenger_->ListEscalations(therapist_, l)->escalations_size(), raised) << "care team";
+  EXPECT_EQ(messenger_->ListEscalations(oncall, l)->escalations_size(), raised) << "notified at step 2";
+  auto outside = messenger_->ListEscalations(outsider_, l);
+  ASSERT_TRUE(outside.ok()) << outside.status();
+  EXPECT_EQ(outside->escalations_size(), 0);
+  EXPECT_TRUE(outside->next_page_token().empty());
+  // Page by page, the on-call clinician sees the same ones.
+  l.set_page_size(1);
+  std::vector<std::string> paged;
+  for (int page = 0; page < 10; ++page) {
+    auto one = messenger_->ListEscalations(oncall, l);
+    ASSERT_TRUE(one.ok()) << one.status();
+    for (const auto& e : one->escalations()) paged.push_back(e.name());
+    if (one->next_page_token().empty()) break;
+    l.set_page_token(one->next_page_token());
+  }
+  EXPECT_EQ(static_cast<int>(paged.size()), raised);
+  v1::AcknowledgeEscalationRequest ack;
+  ack.set_name(all->escalations(0).name());
+  ack.set_request_id("ack-outside");
+  EXPECT_THAT(messenger_->AcknowledgeEscalation(outsider_, ack), IsError(kDenied, "NOT_ON_CARE_TEAM"));
+  ack.set_request_id("ack-oncall");
+  auto acked = messenger_->AcknowledgeEscalation(oncall, ack);
+  ASSERT_TRUE(acked.ok()) << acked.status();
+  EXPECT_EQ(acked->acknowledged_by(), "people/oncall1");
+}
+
 TEST_F(MessengerTest, EscalationGoesToThePresentCareTeamFirst) {
   Online("th1");
   ASSERT_TRUE(Send(client_, "client-cl1", "u-1", "help", true).ok());
@@ -291,9 +340,18 @@ TEST_F(MessengerTest, MissedSitterCheckInAlertsTheCareTeamAndEscalates) {
   ASSERT_TRUE(checked.ok()) << checked.status();
   EXPECT_EQ(FromProto(checked->next_check_in_due_time()), clock_.Now() + absl::Minutes(20));
   EXPECT_EQ(checked->presence().status(), cv1::PRESENCE_STATUS_ONLINE) << "a check-in counts as a heartbeat";
+  // A retry (same request_id) is answered with the first due time and does not check in again.
+  clock_.Advance(absl::Minutes(1));
+  auto retried = messenger_->SitterCheckIn(sitter_, c);
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ(FromProto(retried->next_check_in_due_time()), clock_.Now() - absl::Minutes(1) + absl::Minutes(20));
+  v1::SitterCheckInRequest changed = c;
+  changed.set_note("a different check-in under the same request_id");
+  EXPECT_THAT(messenger_->SitterCheckIn(sitter_, changed),
+              IsError(absl::StatusCode::kAlreadyExists, "REQUEST_ID_REUSED"));
   EXPECT_THAT(messenger_->SitterCheckIn(Principal{"people/sit2", Role::kSitter, {"c01"}}, c),
               IsError(kDenied, "NOT_DESIGNATED_SITTER"));
-  clock_.Advance(absl::Minutes(19));
+  clock_.Advance(absl::Minutes(18));  // 19 minutes after the check-in
   ASSERT_TRUE(messenger_->Tick().ok());
   EXPECT_EQ(Count(NotificationsOf("th1"), v1::Notification::TYPE_SITTER_CHECK_IN_MISSED), 0);
   clock_.Advance(absl::Minutes(2));
