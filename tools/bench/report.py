@@ -245,7 +245,9 @@ def main():
         if s == "record-write":
             threads = 1 if r["connections"] * r["inflight"] == 1 else 4
             bare = one(rows, scenario="bare-insert", label=b, threads=threads)
-            return f"{ratio(qps(r), qps(bare)):.2f}x bare insert ({threads})" if bare else ""
+            size = (f"; {r['records_written']:,} records, at most {r['entries_per_record_max']} entries added to one"
+                    if "records_written" in r else "")
+            return (f"{ratio(qps(r), qps(bare)):.2f}x bare insert ({threads}){size}" if bare else size.lstrip("; "))
         if s in ("heartbeat", "heartbeat-stream"):
             e = closed(rows, "echo", r["connections"], r["inflight"])
             return f"{ratio(qps(r), zadd):.2f}x ZADD ({ratio(qps(r), qps(e)):.2f}x echo QPS)"
@@ -349,8 +351,11 @@ def main():
 - `get-appointment`: scheduling `GetAppointment` by the appointment's provider (JWT verified, one read transaction).
 - `search-slots`: scheduling `SearchSlots`, one week of a provider with 8 bookings a day around it.
 - `book`: scheduling `BookAppointment`, every call a distinct free 45-minute slot (64 clients' programs).
-- `record-write`: session-record `AddTimelineEntry` by a care-team therapist over 256 records (a new record version,
-  audit entry and idempotency row in one transaction; the record service asks scheduling for the care team).
+- `record-write`: session-record `AddTimelineEntry` by a care-team therapist (a new record version, audit entry
+  and idempotency row in one transaction; the record service asks scheduling for the care team, cached). Each
+  record takes at most 40 entries (a long session's timeline), round robin over 128 records at a time, then the
+  writes move to fresh ones; the two runs use disjoint halves of 1,024 seeded records. A version holds the whole
+  record, so a write costs more as its record grows: before this cap, 256 records took every write of the run.
 - `bare-insert`: a single-row INSERT per transaction through `common/db` into session-record's database, i.e.
   the same file or cluster and the same durability settings (SQLite WAL + synchronous=FULL; PostgreSQL fsync and
   synchronous_commit on).

@@ -30,7 +30,7 @@ struct Flags {
   std::string scenario, target, state, label, out, mode;
   std::string scheduling, records, messaging, database_url;
   int connections = 4, inflight = 32, threads = 4, pacing_threads = 2, conversations = 16, streams = 10000,
-      server_pid = 0, payload = 16, book_window = 0;
+      server_pid = 0, payload = 16, book_window = 0, entries_per_record = 40, record_offset = 0;
   double rate = 1000;
   absl::Duration warmup, duration, deadline;
 };
@@ -129,7 +129,9 @@ int Run(const Flags& f) {
                                 .payload_bytes = f.payload,
                                 .book_window = f.book_window,
                                 .conversations = f.conversations,
-                                .streams_per_connection = f.inflight},
+                                .streams_per_connection = f.inflight,
+                                .entries_per_record = f.entries_per_record,
+                                .record_offset = f.record_offset},
                                *state);
   if (!workload.ok()) return Fail(workload.status());
   LoadOptions options{.mode = f.mode == "open" ? Mode::kOpen : Mode::kClosed,
@@ -174,6 +176,10 @@ int main(int argc, char** argv) {
   f.payload = static_cast<int>(c.Int("payload-bytes", 16, "echo message / timeline text / bare row size", 0, 1 << 20));
   f.book_window =
       static_cast<int>(c.Int("book-window", 0, "book: a fresh range of free slots per run (0, 1, ...)", 0, 1000));
+  f.entries_per_record = static_cast<int>(c.Int(
+      "entries-per-record", 40, "record-write: writes per record before moving to fresh ones (0 = no cap)", 0, 1 << 20));
+  f.record_offset =
+      static_cast<int>(c.Int("record-offset", 0, "record-write: first seeded record used (runs use disjoint ones)", 0));
   f.conversations = static_cast<int>(
       c.Int("conversations", 16, "deliver: client conversations sent to round robin (1 = one conversation)", 1, 64));
   f.scheduling = c.String("scheduling", "", "setup: scheduling host:port");

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <set>
@@ -209,22 +210,33 @@ class BookWorkload : public ScenarioWorkload {
 };
 
 // The cheapest durable write of session-record: AddTimelineEntry (one new record version, its
-// audit entry and the idempotency row in one transaction), by a care-team therapist, spread
-// over the seeded records.
+// audit entry and the idempotency row in one transaction), by a care-team therapist.
+// Each record gets at most `entries_per_record` of the run's writes, the size of a long
+// session's timeline (check-ins every 15 minutes over hours, observations, interventions): a
+// version is the whole record, so spreading a long run over a fixed set of records measured
+// ever larger records, not a clinic's writes. Writes go round robin over a window of
+// kWindow records (more than the calls in flight, so they rarely meet on one record); when the
+// window has its entries, the next kWindow records take over. Past the seeded records it wraps
+// (and records grow past the cap: the JSON says how far).
 class RecordWriteWorkload : public ScenarioWorkload {
  public:
+  static constexpr int64_t kWindow = 128;
   RecordWriteWorkload(const WorkloadConfig& c, std::vector<std::shared_ptr<grpc::Channel>> ch,
                       std::vector<std::string> records)
       : stubs_(Stubs<rv1::SessionRecordService>(ch)),
         deadline_(c.deadline),
         records_(std::move(records)),
+        cap_(c.entries_per_record),
+        offset_(c.record_offset),
         text_(std::max(1, c.payload_bytes), 'x'),
         auth_(Bearer(TestToken("people/ther", "therapist", {"kap"}))),
         run_(RunId()) {}
   int connections() const override { return static_cast<int>(stubs_.size()); }
   void Start(int conn, int64_t seq, int64_t, DoneFn done) override {
+    for (int64_t seen = last_seq_.load(); seen < seq && !last_seq_.compare_exchange_weak(seen, seq);) {
+    }
     rv1::AddTimelineEntryRequest req;
-    req.set_name(records_[seq % records_.size()]);
+    req.set_name(records_[Index(seq) % records_.size()]);
     req.mutable_entry()->set_kind(rv1::TimelineEntry::KIND_OBSERVATION);
     req.mutable_entry()->set_text(text_);
     req.set_request_id(absl::StrCat(run_, "-", seq));
@@ -233,13 +245,28 @@ class RecordWriteWorkload : public ScenarioWorkload {
         std::move(req), auth_, deadline_, [stub](auto... a) { stub->async()->AddTimelineEntry(a...); },
         std::move(done));
   }
-  void AddJson(JsonObject& out) const override { out.Int("records", static_cast<int64_t>(records_.size())); }
+  void AddJson(JsonObject& out) const override {
+    // What this run (warm-up included) did to the records, counted exactly.
+    std::vector<int64_t> writes(records_.size());
+    for (int64_t seq = 0; seq <= last_seq_.load(); ++seq) ++writes[Index(seq) % records_.size()];
+    out.Int("records", static_cast<int64_t>(records_.size()));
+    out.Int("record_offset", offset_);
+    out.Int("entries_per_record_cap", cap_);
+    out.Int("records_written", std::count_if(writes.begin(), writes.end(), [](int64_t n) { return n > 0; }));
+    out.Int("entries_per_record_max", writes.empty() ? 0 : *std::max_element(writes.begin(), writes.end()));
+  }
 
  private:
+  int64_t Index(int64_t seq) const {
+    if (cap_ <= 0) return offset_ + seq;
+    return offset_ + seq / (kWindow * cap_) * kWindow + seq % kWindow;
+  }
   std::vector<std::unique_ptr<rv1::SessionRecordService::Stub>> stubs_;
   absl::Duration deadline_;
   std::vector<std::string> records_;
+  const int64_t cap_, offset_;
   std::string text_, auth_, run_;
+  std::atomic<int64_t> last_seq_{-1};  // the highest call number started
 };
 
 // Presence heartbeats of 256 different people (one device each).
@@ -645,7 +672,7 @@ absl::StatusOr<State> Seed(const SeedConfig& config) {
   state.Set("book_programs", absl::StrJoin(programs, ","));
 
   // Days from a week ahead (UTC midnight): [0, 14) 8 bookings a day for the slot search,
-  // [30, ...) the session records' appointments, [60, ...) the book runs' windows.
+  // [30, ...) the session records' appointments (25 a day), [120, ...) the book runs' windows.
   const absl::Time day0 = absl::FromUnixSeconds((absl::ToUnixSeconds(absl::Now()) / 86400 + 7) * 86400);
   auto book = [&](int64_t slot, absl::Time base, const std::string& rid) -> absl::StatusOr<std::string> {
     sv1::BookAppointmentRequest b;
@@ -669,7 +696,7 @@ absl::StatusOr<State> Seed(const SeedConfig& config) {
   }
   state.Set("search_start", absl::StrCat(absl::ToUnixSeconds(day0 + absl::Hours(24 * 3))));
   state.Set("search_end", absl::StrCat(absl::ToUnixSeconds(day0 + absl::Hours(24 * 10))));
-  state.Set("book_base", absl::StrCat(absl::ToUnixSeconds(day0 + absl::Hours(24 * 60))));
+  state.Set("book_base", absl::StrCat(absl::ToUnixSeconds(day0 + absl::Hours(24 * 120))));
 
   // Session records (DRAFT) on their own appointments, for the record writes.
   ASSIGN_OR_RETURN(auto rec_ch, Connect(config.records, 1));

@@ -37,7 +37,7 @@ class State {
 struct SeedConfig {
   std::string scheduling, records, messaging;  // host:port of each service
   int booking_clients = 64;                    // bookings spread over this many programs
-  int record_count = 256;                      // session records the writes spread over
+  int record_count = 1024;                     // session records the writes spread over
 };
 absl::StatusOr<State> Seed(const SeedConfig& config);
 
@@ -49,6 +49,8 @@ struct WorkloadConfig {
   int book_window = 0;                          // book: which range of free slots to use
   int conversations = 16;                       // deliver: client conversations (and live streams) used
   int streams_per_connection = 32;              // heartbeat-stream: streams per connection
+  int entries_per_record = 40;                  // record-write: writes per record, then fresh ones (0 = no cap)
+  int record_offset = 0;                        // record-write: index of the first seeded record used
 };
 
 // A Workload that can describe what it measured beyond the calls (JSON fields).
