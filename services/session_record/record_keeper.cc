@@ -228,11 +228,25 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
   ASSIGN_OR_RETURN(auto ids, api::ParseName(name, "clinics/*/sessionRecords/*", "name"));
   RETURN_IF_ERROR(api::ValidateRequestId(request_id));
   RETURN_IF_ERROR(auth::RequireClinic(p, ids[0]));
+  // Cache first: the version this replica last wrote or read, if any, is taken as the latest
+  // without a read transaction of its own (one fewer transaction per write). The write's
+  // transaction compares it with the database; if another replica wrote meanwhile, or the
+  // cached copy would refuse the write, the pass starts over from a fresh read, so nothing is
+  // ever decided on a stale copy. Not for writes with a side effect in scheduling, which
+  // happens before the transaction and must not happen twice.
   std::shared_ptr<const v1::SessionRecord> current;
-  RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(current, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/true));
-    return absl::OkStatus();
-  }, db::TxMode::kReadOnly));
+  bool unchecked = false;  // `current` came from the cache and is not yet compared with the database
+  if (!side_effect) {
+    current = latest_.FindAny(ids[0], ids[1]);
+    unchecked = current != nullptr;
+  }
+  for (;;) {  // at most twice: from the cache, then from the database
+  if (!unchecked) {
+    RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+      ASSIGN_OR_RETURN(current, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/true));
+      return absl::OkStatus();
+    }, db::TxMode::kReadOnly));
+  }
   if (!current) return NotFound(name);
   const std::string client_id = IdOf(current->client());
   ASSIGN_OR_RETURN(Relation who, Relate(p, ids[0], client_id, current.get()));
@@ -240,7 +254,13 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
     Audit(p, ids[0], client_id, name, action, s, request_id).IgnoreError();
     return s;
   };
-  if (absl::Status s = authorize(who); !s.ok()) return audited(s);
+  if (absl::Status s = authorize(who); !s.ok()) {
+    if (unchecked) {  // refused on the cached copy: decide on the latest
+      unchecked = false;
+      continue;
+    }
+    return audited(s);
+  }
 
   // The new version, built from a given latest one: copy, apply, number, serialize.
   struct Next {
@@ -277,6 +297,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
   // The committed new version, for the response and the cache (the body may run more than once).
   std::shared_ptr<v1::SessionRecord> written;
   bool enqueued = false;  // the committed version put events in the outbox
+  bool stale = false;     // the cached copy was not the latest: start over from the database
   // A retried request is answered from the version it wrote: the idempotency row holds its
   // number, not a second copy of the record.
   const api::RememberAs<v1::SessionRecord> by_version{
@@ -297,6 +318,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
       db_, clock_, p.subject, action, request_id, request, [&](db::Tx& tx) -> absl::StatusOr<v1::SessionRecord> {
         written = nullptr;
         enqueued = false;
+        stale = false;
         ASSIGN_OR_RETURN(std::optional<int64_t> version, store::LatestVersion(tx, ids[0], ids[1]));
         if (!version) return NotFound(name);
         if (!etag.empty() && etag != EtagOfVersion(*version)) {
@@ -309,6 +331,10 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
         if (*version == current->version()) {
           RETURN_IF_ERROR(prepared.status());
           next = &*prepared;
+        } else if (unchecked) {
+          stale = true;
+          // Rolled back and not remembered; not ABORTED, which the database layer would retry.
+          return absl::CancelledError("cached record is stale");
         } else {  // written meanwhile: apply to the latest instead
           ASSIGN_OR_RETURN(auto latest, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/false));
           if (!latest) return NotFound(name);
@@ -338,6 +364,10 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
         return committed;
       },
       &by_version);
+  if (stale) {
+    unchecked = false;
+    continue;
+  }
   if (!result.ok()) return audited(result.status());
   // Only a write with events wakes the relay: its pass is a transaction of its own.
   if (enqueued && options_.on_commit) options_.on_commit();
@@ -346,6 +376,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
   v1::SessionRecord response = *written;
   latest_.Put(ids[0], ids[1], std::move(written));
   return response;
+  }
 }
 
 // ---------------------------------------------------------------------------- records

@@ -530,6 +530,36 @@ TEST_F(RecordKeeperTest, RetriedWriteIsAppliedOnceAndStaleEtagIsRefused) {
   EXPECT_EQ(noted_again->note().text(), "x");
 }
 
+// Two replicas on one database: each writes from the version it cached last, and a write
+// made by the other replica in between is neither lost nor hidden (the stale copy is noticed
+// in the transaction and the write starts over from the database).
+TEST_F(RecordKeeperTest, AReplicasCachedCopyNeverHidesAnotherReplicasWrite) {
+  auto rec = Create("med1", therapist_);
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  RecordKeeper other(*db_, clock_, scheduling_);
+  auto add = [&](RecordKeeper& keeper, const std::string& text) {
+    v1::AddTimelineEntryRequest tl;
+    tl.set_name(rec->name());
+    tl.mutable_entry()->set_kind(v1::TimelineEntry::KIND_OBSERVATION);
+    tl.mutable_entry()->set_text(text);
+    tl.set_request_id(Rid());
+    return keeper.AddTimelineEntry(therapist_, tl);
+  };
+  ASSERT_TRUE(add(*keeper_, "one").ok());
+  ASSERT_TRUE(add(other, "two").ok());
+  auto third = add(*keeper_, "three");  // keeper_ still caches the version with "one" only
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->version(), 4);
+  std::vector<std::string> texts;
+  for (const auto& e : third->timeline()) texts.push_back(e.text());
+  EXPECT_THAT(texts, ::testing::ElementsAre("one", "two", "three"));
+  v1::GetSessionRecordRequest get;
+  get.set_name(rec->name());
+  auto stored = other.GetSessionRecord(therapist_, get);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->SerializeAsString(), third->SerializeAsString());
+}
+
 TEST_F(RecordKeeperTest, RoleByOperationTable) {
   auto rec = Create("home1", therapist_);
   ASSERT_TRUE(rec.ok());

@@ -24,6 +24,13 @@ std::shared_ptr<const v1::SessionRecord> LatestRecords::Find(const std::string& 
   return it->second;
 }
 
+std::shared_ptr<const v1::SessionRecord> LatestRecords::FindAny(const std::string& clinic_id,
+                                                                const std::string& record_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = records_.find(CacheKey(clinic_id, record_id));
+  return it == records_.end() ? nullptr : it->second;
+}
+
 void LatestRecords::Put(const std::string& clinic_id, const std::string& record_id,
                         std::shared_ptr<const v1::SessionRecord> record) {
   std::string key = CacheKey(clinic_id, record_id);
