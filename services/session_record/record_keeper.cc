@@ -241,141 +241,142 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
     unchecked = current != nullptr;
   }
   for (;;) {  // at most twice: from the cache, then from the database
-  if (!unchecked) {
-    RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
-      ASSIGN_OR_RETURN(current, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/true));
-      return absl::OkStatus();
-    }, db::TxMode::kReadOnly));
-  }
-  if (!current) return NotFound(name);
-  const std::string client_id = IdOf(current->client());
-  ASSIGN_OR_RETURN(Relation who, Relate(p, ids[0], client_id, current.get()));
-  auto audited = [&](absl::Status s) {
-    Audit(p, ids[0], client_id, name, action, s, request_id).IgnoreError();
-    return s;
-  };
-  if (absl::Status s = authorize(who); !s.ok()) {
-    if (unchecked) {  // refused on the cached copy: decide on the latest
+    if (!unchecked) {
+      RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+        ASSIGN_OR_RETURN(current, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/true));
+        return absl::OkStatus();
+      }, db::TxMode::kReadOnly));
+    }
+    if (!current) return NotFound(name);
+    const std::string client_id = IdOf(current->client());
+    ASSIGN_OR_RETURN(Relation who, Relate(p, ids[0], client_id, current.get()));
+    auto audited = [&](absl::Status s) {
+      Audit(p, ids[0], client_id, name, action, s, request_id).IgnoreError();
+      return s;
+    };
+    if (absl::Status s = authorize(who); !s.ok()) {
+      if (unchecked) {  // refused on the cached copy: decide on the latest
+        unchecked = false;
+        continue;
+      }
+      return audited(s);
+    }
+
+    // The new version, built from a given latest one: copy, apply, number, serialize.
+    struct Next {
+      std::shared_ptr<v1::SessionRecord> record;
+      std::string data;  // serialized, as stored
+      std::string reason;
+      std::vector<events::v1::EventEnvelope> events;
+    };
+    auto build = [&](const v1::SessionRecord& base) -> absl::StatusOr<Next> {
+      Next next{std::make_shared<v1::SessionRecord>(base)};
+      absl::Time now = clock_.Now();
+      Change change{p, who, *next.record, now};
+      RETURN_IF_ERROR(apply(change));
+      next.record->set_version(base.version() + 1);
+      *next.record->mutable_update_time() = ToProto(now);
+      next.record->set_etag(EtagOf(*next.record));
+      next.data = next.record->SerializeAsString();
+      next.reason = std::move(change.reason);
+      next.events = std::move(change.events);
+      return next;
+    };
+    // Built here, outside the transaction: on SQLite every write transaction runs on the one
+    // writer (see common/db group commit), so copying and serializing a large record inside it
+    // made writes to different records wait for each other. The transaction uses it when the
+    // record is still at the version it was built from.
+    // A refusal is returned from inside the transaction, after the idempotency check, so that
+    // the retry of a write that succeeded gets its answer, not the rule its own success now
+    // breaks. Only a side effect in scheduling waits for the rules first.
+    absl::StatusOr<Next> prepared = build(*current);
+    if (side_effect) {
+      if (!prepared.ok()) return audited(prepared.status());
+      if (absl::Status s = side_effect(*current); !s.ok()) return audited(s);
+    }
+    // The committed new version, for the response and the cache (the body may run more than once).
+    std::shared_ptr<v1::SessionRecord> written;
+    bool enqueued = false;  // the committed version put events in the outbox
+    bool stale = false;     // the cached copy was not the latest: start over from the database
+    // A retried request is answered from the version it wrote: the idempotency row holds its
+    // number, not a second copy of the record.
+    const api::RememberAs<v1::SessionRecord> by_version{
+        [](const v1::SessionRecord& r) { return absl::StrCat(kVersionRef, r.version()); },
+        [&](db::Tx& tx, const std::string& ref) -> absl::StatusOr<v1::SessionRecord> {
+          int64_t version = 0;
+          if (!absl::StartsWith(ref, kVersionRef) ||
+              !absl::SimpleAtoi(absl::string_view(ref).substr(kVersionRef.size()), &version)) {
+            v1::SessionRecord stored;  // remembered whole, before responses were kept by reference
+            if (!stored.ParseFromString(ref)) return absl::DataLossError("stored response");
+            return stored;
+          }
+          ASSIGN_OR_RETURN(auto at, store::GetRecord(tx, ids[0], ids[1], version));
+          if (!at) return absl::DataLossError(absl::StrCat(name, " version ", version, " is missing"));
+          return std::move(*at);
+        }};
+    auto result = api::RunIdempotent<v1::SessionRecord>(
+        db_, clock_, p.subject, action, request_id, request, [&](db::Tx& tx) -> absl::StatusOr<v1::SessionRecord> {
+          written = nullptr;
+          enqueued = false;
+          stale = false;
+          ASSIGN_OR_RETURN(std::optional<int64_t> version, store::LatestVersion(tx, ids[0], ids[1]));
+          if (!version) return NotFound(name);
+          if (!etag.empty() && etag != EtagOfVersion(*version)) {
+            return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH",
+                             absl::StrCat(name, " has changed (now ", EtagOfVersion(*version),
+                                          "); read it again and retry"));
+          }
+          const Next* next = nullptr;
+          absl::StatusOr<Next> rebuilt;
+          if (*version == current->version()) {
+            RETURN_IF_ERROR(prepared.status());
+            next = &*prepared;
+          } else if (unchecked) {
+            stale = true;
+            // Rolled back and not remembered; not ABORTED, which the database layer would retry.
+            return absl::CancelledError("cached record is stale");
+          } else {  // written meanwhile: apply to the latest instead
+            ASSIGN_OR_RETURN(auto latest, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/false));
+            if (!latest) return NotFound(name);
+            rebuilt = build(*latest);
+            RETURN_IF_ERROR(rebuilt.status());
+            next = &*rebuilt;
+          }
+          const v1::SessionRecord& record = *next->record;
+          RETURN_IF_ERROR(
+              store::AppendVersion(tx, ids[0], ids[1], record, p.subject, action, next->reason, &next->data));
+          RETURN_IF_ERROR(AppendAudit(tx, ids[0],
+                                      AuditOf(p, record.client(), name, action, FromProto(record.update_time()),
+                                              absl::OkStatus(), request_id, next->reason)));
+          for (const auto& event : next->events) {
+            std::string type;
+            if (const auto* f = event.GetReflection()->GetOneofFieldDescriptor(
+                    event, event.GetDescriptor()->FindOneofByName("payload"))) {
+              type = f->name();
+            }
+            RETURN_IF_ERROR(outbox::Enqueue(tx, {kEventStream, event.event_id(), type, event.SerializeAsString()},
+                                            FromProto(record.update_time())));
+          }
+          written = next->record;
+          enqueued = !next->events.empty();
+          // Only the version inside the writer; the whole record is copied out after commit.
+          v1::SessionRecord committed;
+          committed.set_version(record.version());
+          return committed;
+        },
+        &by_version);
+    if (stale) {
       unchecked = false;
       continue;
     }
-    return audited(s);
-  }
-
-  // The new version, built from a given latest one: copy, apply, number, serialize.
-  struct Next {
-    std::shared_ptr<v1::SessionRecord> record;
-    std::string data;  // serialized, as stored
-    std::string reason;
-    std::vector<events::v1::EventEnvelope> events;
-  };
-  auto build = [&](const v1::SessionRecord& base) -> absl::StatusOr<Next> {
-    Next next{std::make_shared<v1::SessionRecord>(base)};
-    absl::Time now = clock_.Now();
-    Change change{p, who, *next.record, now};
-    RETURN_IF_ERROR(apply(change));
-    next.record->set_version(base.version() + 1);
-    *next.record->mutable_update_time() = ToProto(now);
-    next.record->set_etag(EtagOf(*next.record));
-    next.data = next.record->SerializeAsString();
-    next.reason = std::move(change.reason);
-    next.events = std::move(change.events);
-    return next;
-  };
-  // Built here, outside the transaction: on SQLite every write transaction runs on the one
-  // writer (see common/db group commit), so copying and serializing a large record inside it
-  // made writes to different records wait for each other. The transaction uses it when the
-  // record is still at the version it was built from.
-  // A refusal is returned from inside the transaction, after the idempotency check, so that
-  // the retry of a write that succeeded gets its answer, not the rule its own success now
-  // breaks. Only a side effect in scheduling waits for the rules first.
-  absl::StatusOr<Next> prepared = build(*current);
-  if (side_effect) {
-    if (!prepared.ok()) return audited(prepared.status());
-    if (absl::Status s = side_effect(*current); !s.ok()) return audited(s);
-  }
-  // The committed new version, for the response and the cache (the body may run more than once).
-  std::shared_ptr<v1::SessionRecord> written;
-  bool enqueued = false;  // the committed version put events in the outbox
-  bool stale = false;     // the cached copy was not the latest: start over from the database
-  // A retried request is answered from the version it wrote: the idempotency row holds its
-  // number, not a second copy of the record.
-  const api::RememberAs<v1::SessionRecord> by_version{
-      [](const v1::SessionRecord& r) { return absl::StrCat(kVersionRef, r.version()); },
-      [&](db::Tx& tx, const std::string& ref) -> absl::StatusOr<v1::SessionRecord> {
-        int64_t version = 0;
-        if (!absl::StartsWith(ref, kVersionRef) ||
-            !absl::SimpleAtoi(absl::string_view(ref).substr(kVersionRef.size()), &version)) {
-          v1::SessionRecord stored;  // remembered whole, before responses were kept by reference
-          if (!stored.ParseFromString(ref)) return absl::DataLossError("stored response");
-          return stored;
-        }
-        ASSIGN_OR_RETURN(auto at, store::GetRecord(tx, ids[0], ids[1], version));
-        if (!at) return absl::DataLossError(absl::StrCat(name, " version ", version, " is missing"));
-        return std::move(*at);
-      }};
-  auto result = api::RunIdempotent<v1::SessionRecord>(
-      db_, clock_, p.subject, action, request_id, request, [&](db::Tx& tx) -> absl::StatusOr<v1::SessionRecord> {
-        written = nullptr;
-        enqueued = false;
-        stale = false;
-        ASSIGN_OR_RETURN(std::optional<int64_t> version, store::LatestVersion(tx, ids[0], ids[1]));
-        if (!version) return NotFound(name);
-        if (!etag.empty() && etag != EtagOfVersion(*version)) {
-          return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH",
-                           absl::StrCat(name, " has changed (now ", EtagOfVersion(*version),
-                                        "); read it again and retry"));
-        }
-        const Next* next = nullptr;
-        absl::StatusOr<Next> rebuilt;
-        if (*version == current->version()) {
-          RETURN_IF_ERROR(prepared.status());
-          next = &*prepared;
-        } else if (unchecked) {
-          stale = true;
-          // Rolled back and not remembered; not ABORTED, which the database layer would retry.
-          return absl::CancelledError("cached record is stale");
-        } else {  // written meanwhile: apply to the latest instead
-          ASSIGN_OR_RETURN(auto latest, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/false));
-          if (!latest) return NotFound(name);
-          rebuilt = build(*latest);
-          RETURN_IF_ERROR(rebuilt.status());
-          next = &*rebuilt;
-        }
-        const v1::SessionRecord& record = *next->record;
-        RETURN_IF_ERROR(store::AppendVersion(tx, ids[0], ids[1], record, p.subject, action, next->reason, &next->data));
-        RETURN_IF_ERROR(AppendAudit(tx, ids[0],
-                                    AuditOf(p, record.client(), name, action, FromProto(record.update_time()),
-                                            absl::OkStatus(), request_id, next->reason)));
-        for (const auto& event : next->events) {
-          std::string type;
-          if (const auto* f = event.GetReflection()->GetOneofFieldDescriptor(
-                  event, event.GetDescriptor()->FindOneofByName("payload"))) {
-            type = f->name();
-          }
-          RETURN_IF_ERROR(outbox::Enqueue(tx, {kEventStream, event.event_id(), type, event.SerializeAsString()},
-                                          FromProto(record.update_time())));
-        }
-        written = next->record;
-        enqueued = !next->events.empty();
-        // Only the version inside the writer; the whole record is copied out after commit.
-        v1::SessionRecord committed;
-        committed.set_version(record.version());
-        return committed;
-      },
-      &by_version);
-  if (stale) {
-    unchecked = false;
-    continue;
-  }
-  if (!result.ok()) return audited(result.status());
-  // Only a write with events wakes the relay: its pass is a transaction of its own.
-  if (enqueued && options_.on_commit) options_.on_commit();
-  if (!written || written->version() != result->version()) return result;  // answered from a retry's version
-  // Committed: later writes of this replica start from it without parsing it again.
-  v1::SessionRecord response = *written;
-  latest_.Put(ids[0], ids[1], std::move(written));
-  return response;
+    if (!result.ok()) return audited(result.status());
+    // Only a write with events wakes the relay: its pass is a transaction of its own.
+    if (enqueued && options_.on_commit) options_.on_commit();
+    if (!written || written->version() != result->version()) return result;  // answered from a retry's version
+    // Committed: later writes of this replica start from it without parsing it again.
+    v1::SessionRecord response = *written;
+    latest_.Put(ids[0], ids[1], std::move(written));
+    return response;
   }
 }
 
