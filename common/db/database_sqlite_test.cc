@@ -17,6 +17,13 @@ INSTANTIATE_TEST_SUITE_P(
                      [] {
                        static int n = 0;
                        return Open({.url = "sqlite:" + Dir().File("db" + std::to_string(n++) + ".sqlite")});
+                     }},
+        // One connection: readers take turns on the writer's connection.
+        BackendParam{"sqlite_file_one_connection",
+                     [] {
+                       static int n = 0;
+                       return Open({.url = "sqlite:" + Dir().File("one" + std::to_string(n++) + ".sqlite"),
+                                    .pool_size = 1});
                      }}),
     [](const ::testing::TestParamInfo<BackendParam>& info) { return info.param.name; });
 
