@@ -108,7 +108,7 @@ absl::Status Messenger::EnsureConversations(const std::string& clinic_id, const 
     ASSIGN_OR_RETURN(auto sessions, store::ActiveSessionsOf(tx, clinic_id, client_id));
     for (auto kind : {Conv::KIND_CLIENT_CARE_TEAM, Conv::KIND_CARE_TEAM_INTERNAL}) {
       std::string id = (kind == Conv::KIND_CLIENT_CARE_TEAM ? "client-" : "team-") + client_id;
-      ASSIGN_OR_RETURN(auto stored, store::GetConversation(tx, clinic_id, id));
+      ASSIGN_OR_RETURN(auto stored, store::GetConversation(tx, clinic_id, id, store::Purpose::kToChange));
       Conv c = stored ? stored->value : Conv();
       std::map<std::string, v1::ConversationMember> before;
       for (const auto& m : c.members()) before[m.person()] = m;
@@ -236,7 +236,7 @@ absl::StatusOr<v1::Message> Messenger::SendMessage(const P& p, const v1::SendMes
       return MakeError(absl::StatusCode::kAlreadyExists, "MESSAGE_ID_REUSED",
                        "message_id '" + r.message_id() + "' was used for a different message; use a new id");
     }
-    ASSIGN_OR_RETURN(auto fresh, store::GetConversation(tx, clinic_id, conv_id));
+    ASSIGN_OR_RETURN(auto fresh, store::GetConversation(tx, clinic_id, conv_id, store::Purpose::kToChange));
     Conv c = fresh->value;
     ASSIGN_OR_RETURN(auto sessions, store::ActiveSessionsOf(tx, clinic_id, client_id));
     v1::Message m;
@@ -322,7 +322,7 @@ absl::StatusOr<v1::ReadReceipt> Messenger::MarkRead(const P& p, const v1::MarkRe
   return api::RunIdempotent<v1::ReadReceipt>(db_, clock_, p.subject, "MarkRead", r.request_id(), r,
                                              [&](db::Tx& tx) -> absl::StatusOr<v1::ReadReceipt> {
     absl::Time now = clock_.Now();
-    ASSIGN_OR_RETURN(auto fresh, store::GetConversation(tx, ids[0], ids[1]));
+    ASSIGN_OR_RETURN(auto fresh, store::GetConversation(tx, ids[0], ids[1], store::Purpose::kToChange));
     Conv c = fresh->value;
     if (r.sequence() > c.last_message_sequence()) {
       return InvalidField("sequence", absl::StrCat("the conversation has ", c.last_message_sequence(), " messages"));

@@ -15,9 +15,12 @@ std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') +
 }  // namespace
 
 absl::StatusOr<std::optional<Stored<v1::Conversation>>> GetConversation(db::Tx& tx, const std::string& clinic_id,
-                                                                        const std::string& id) {
-  ASSIGN_OR_RETURN(db::Rows rows, tx.Query("SELECT data, revision FROM conversations WHERE clinic_id = $1"
-                                           " AND conversation_id = $2",
+                                                                        const std::string& id, Purpose purpose) {
+  const bool lock = purpose == Purpose::kToChange && tx.backend() == db::Backend::kPostgres;
+  ASSIGN_OR_RETURN(db::Rows rows, tx.Query(lock ? "SELECT data, revision FROM conversations WHERE clinic_id = $1"
+                                                  " AND conversation_id = $2 FOR UPDATE"
+                                                : "SELECT data, revision FROM conversations WHERE clinic_id = $1"
+                                                  " AND conversation_id = $2",
                                            {clinic_id, id}));
   if (rows.empty()) return std::nullopt;
   ASSIGN_OR_RETURN(auto c, db::ParseProto<v1::Conversation>(rows[0], 0));
@@ -34,10 +37,15 @@ absl::Status PutConversation(db::Tx& tx, const std::string& clinic_id, const std
       return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT", "the conversation changed concurrently");
     }
   } else {
-    RETURN_IF_ERROR(tx.Exec("INSERT INTO conversations (clinic_id, conversation_id, client_id, last_sequence, data,"
+    auto inserted = tx.Exec("INSERT INTO conversations (clinic_id, conversation_id, client_id, last_sequence, data,"
                             " revision) VALUES ($1, $2, $3, $4, $5, 1)",
-                            {clinic_id, id, IdOf(c.client()), c.last_message_sequence(), Bytes(c)})
-                        .status());
+                            {clinic_id, id, IdOf(c.client()), c.last_message_sequence(), Bytes(c)});
+    if (inserted.status().code() == absl::StatusCode::kAlreadyExists) {
+      // Created lazily: two first requests for one client race to create it. The loser's
+      // transaction is retried and finds it.
+      return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT", "the conversation was created concurrently");
+    }
+    RETURN_IF_ERROR(inserted.status());
   }
   RETURN_IF_ERROR(tx.Exec("DELETE FROM conversation_members WHERE clinic_id = $1 AND conversation_id = $2",
                           {clinic_id, id})

@@ -21,8 +21,15 @@ struct Stored {
   int64_t revision = 0;
 };
 
+// What a read of a conversation is for. kToChange (the read before PutConversation) takes the
+// row's lock on PostgreSQL until commit, so concurrent changes of one conversation (sends, read
+// receipts) wait for each other instead of failing the revision check and retrying: without it
+// a conversation taking 1,000 messages/s turned away about 5% of them with ABORTED. SQLite needs
+// nothing: its write transactions run one at a time.
+enum class Purpose { kToRead, kToChange };
 absl::StatusOr<std::optional<Stored<v1::Conversation>>> GetConversation(db::Tx& tx, const std::string& clinic_id,
-                                                                        const std::string& conversation_id);
+                                                                        const std::string& conversation_id,
+                                                                        Purpose purpose = Purpose::kToRead);
 // Inserts (revision nullopt) or replaces at `revision`; keeps conversation_members in step.
 absl::Status PutConversation(db::Tx& tx, const std::string& clinic_id, const std::string& conversation_id,
                              const v1::Conversation& c, std::optional<int64_t> revision);
