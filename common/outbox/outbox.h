@@ -38,7 +38,6 @@ absl::Status Enqueue(db::Tx& tx, const Event& event, absl::Time now);
 // query plans: they must read only unsent rows, whatever the number of sent ones).
 extern const char kLeaseSql[];
 extern const char kLeasableSql[];
-extern const char kLeasedSql[];
 
 class Relay {
  public:

@@ -99,6 +99,27 @@ TEST_P(OutboxTest, KeepsEventsThroughRedisOutageAndDeliversAllAfterwards) {
   EXPECT_THAT(StreamIds(), ::testing::ElementsAre("d1", "d2", "d3", "d4"));
 }
 
+// A row under another relay's live lease is left to it; a row this relay leased and could
+// not send or give back (it crashed mid-pass, say, under the same owner) is taken again at
+// once rather than after the lease runs out.
+TEST_P(OutboxTest, LeasesOfOtherRelaysAreRespectedAndOwnStrandedLeasesRetaken) {
+  ASSERT_TRUE(EnqueueIds({"theirs", "mine"}).ok());
+  const int64_t until = absl::ToUnixMicros(clock_.Now() + absl::Seconds(30));
+  ASSERT_TRUE(db_->Exec("UPDATE outbox SET lease_owner = 'other', lease_until = $1 WHERE event_id = 'theirs'",
+                        {until}).ok());
+  ASSERT_TRUE(db_->Exec("UPDATE outbox SET lease_owner = 'test', lease_until = $1 WHERE event_id = 'mine'",
+                        {until}).ok());
+  auto sent = relay_->RelayOnce();
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_EQ(*sent, 1);
+  EXPECT_THAT(StreamIds(), ::testing::ElementsAre("mine"));
+  EXPECT_EQ(*relay_->RelayOnce(), 0) << "the other relay's lease is still live";
+  clock_.Advance(absl::Seconds(31));
+  EXPECT_EQ(*relay_->RelayOnce(), 1) << "an expired lease is anyone's";
+  EXPECT_THAT(StreamIds(), ::testing::ElementsAre("mine", "theirs"));
+  EXPECT_EQ(*relay_->Pending(), 0);
+}
+
 TEST_P(OutboxTest, DuplicateEventIdIsRefused) {
   ASSERT_TRUE(EnqueueIds({"same"}).ok());
   EXPECT_EQ(EnqueueIds({"same"}).code(), absl::StatusCode::kAlreadyExists);
@@ -110,9 +131,8 @@ TEST_P(OutboxTest, DuplicateEventIdIsRefused) {
 TEST_P(OutboxTest, RelayReadsOnlyUnsentRowsWhateverTheNumberSent) {
   if (GetParam() != "sqlite") GTEST_SKIP() << "query plans checked on SQLite";
   const std::vector<std::pair<const char*, db::Params>> statements = {
-      {kLeasableSql, {int64_t{1}}},
-      {kLeaseSql, {std::string("o"), int64_t{1}, int64_t{1}, int64_t{10}}},
-      {kLeasedSql, {std::string("o")}}};
+      {kLeasableSql, {int64_t{1}, std::string("o")}},
+      {kLeaseSql, {std::string("o"), int64_t{1}, int64_t{1}, int64_t{10}}}};
   for (const auto& [sql, params] : statements) {
     std::string plan;
     ASSERT_TRUE(db_->InTransaction([&](db::Tx& tx) -> absl::Status {

@@ -138,8 +138,7 @@ absl::Status Messenger::EnsureConversations(const std::string& clinic_id, const 
       if (!stored) *c.mutable_create_time() = ToProto(now);
       *c.mutable_update_time() = ToProto(now);
       c.set_etag(absl::StrCat("\"", stored ? stored->revision + 1 : 1, "\""));
-      RETURN_IF_ERROR(store::PutConversation(tx, clinic_id, id, c,
-                                             stored ? std::optional<int64_t>(stored->revision) : std::nullopt));
+      RETURN_IF_ERROR(store::PutConversation(tx, clinic_id, id, c, stored ? &*stored : nullptr));
     }
     return absl::OkStatus();
   }));
@@ -279,7 +278,7 @@ absl::StatusOr<v1::Message> Messenger::SendMessage(const P& p, const v1::SendMes
       }
     }
     *c.mutable_update_time() = ToProto(now);
-    RETURN_IF_ERROR(store::PutConversation(tx, clinic_id, conv_id, c, fresh->revision));
+    RETURN_IF_ERROR(store::PutConversation(tx, clinic_id, conv_id, c, &*fresh));
     for (const auto& member : c.members()) {
       v1::Delivery d;
       *d.mutable_message() = m;
@@ -340,7 +339,7 @@ absl::StatusOr<v1::ReadReceipt> Messenger::MarkRead(const P& p, const v1::MarkRe
       *receipt.mutable_read_time() = m.read_time();
     }
     *c.mutable_update_time() = ToProto(now);
-    RETURN_IF_ERROR(store::PutConversation(tx, ids[0], ids[1], c, fresh->revision));
+    RETURN_IF_ERROR(store::PutConversation(tx, ids[0], ids[1], c, &*fresh));
     for (const auto& m : c.members()) {
       v1::Delivery d;
       *d.mutable_read_receipt() = receipt;

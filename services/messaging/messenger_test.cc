@@ -157,6 +157,42 @@ class MessengerTest : public ::testing::Test {
 
 const auto kDenied = absl::StatusCode::kPermissionDenied;
 
+// Membership follows the care team: a member who leaves stops seeing the conversations and a
+// new one starts, while sends and read receipts in between leave membership alone.
+TEST_F(MessengerTest, ConversationMembershipFollowsCareTeamChanges) {
+  ASSERT_TRUE(Send(client_, "client-cl1", "m-1", "hello").ok());
+  auto listed = [&](const Principal& who) {
+    v1::ListConversationsRequest r;
+    r.set_parent("clinics/c01");
+    auto out = messenger_->ListConversations(who, r);
+    EXPECT_TRUE(out.ok()) << out.status();
+    std::vector<std::string> names;
+    if (out.ok()) {
+      for (const auto& c : out->conversations()) names.push_back(c.name());
+    }
+    return names;
+  };
+  const std::vector<std::string> both = {"clinics/c01/conversations/client-cl1", "clinics/c01/conversations/team-cl1"};
+  EXPECT_EQ(listed(therapist_), both);
+  EXPECT_TRUE(listed(outsider_).empty());
+  ev1::EventEnvelope e;
+  auto* team = e.mutable_care_team_changed()->mutable_care_team();
+  team->set_client("people/cl1");
+  for (auto [id, role] : std::vector<std::pair<std::string, cv1::Role>>{{"th9", cv1::ROLE_THERAPIST},
+                                                                        {"cn1", cv1::ROLE_CLINICIAN}}) {
+    auto* m = team->add_members();
+    m->set_person("people/" + id);
+    m->set_role(role);
+  }
+  ASSERT_TRUE(Event(e, "team-change-1").ok());
+  EXPECT_TRUE(listed(therapist_).empty()) << "th1 left the care team";
+  EXPECT_EQ(listed(outsider_), both) << "th9 joined it";
+  EXPECT_THAT(Send(therapist_, "client-cl1", "m-2", "?"), IsError(kDenied, "NOT_CONVERSATION_MEMBER"));
+  ASSERT_TRUE(Send(outsider_, "client-cl1", "m-3", "hi, I am taking over").ok());
+  EXPECT_EQ(listed(outsider_), both) << "a send leaves membership as it is";
+  EXPECT_EQ(listed(client_), std::vector<std::string>{"clinics/c01/conversations/client-cl1"});
+}
+
 // Concurrent sends to one conversation on PostgreSQL, where transactions really overlap: each
 // waits for the conversation's row lock, so none is turned away and sequences have no gaps.
 TEST_F(MessengerTest, ConcurrentSendsToOneConversationAllGetThroughOnPostgres) {

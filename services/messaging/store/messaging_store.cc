@@ -1,5 +1,7 @@
 #include "services/messaging/store/messaging_store.h"
 
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/db/proto_rows.h"
@@ -28,11 +30,15 @@ absl::StatusOr<std::optional<Stored<v1::Conversation>>> GetConversation(db::Tx& 
 }
 
 absl::Status PutConversation(db::Tx& tx, const std::string& clinic_id, const std::string& id, const v1::Conversation& c,
-                             std::optional<int64_t> revision) {
-  if (revision) {
+                             const Stored<v1::Conversation>* previous) {
+  std::set<std::string> before, after;
+  for (const auto& m : c.members()) after.insert(IdOf(m.person()));
+  if (previous) {
+    const int64_t revision = previous->revision;
+    for (const auto& m : previous->value.members()) before.insert(IdOf(m.person()));
     ASSIGN_OR_RETURN(int64_t n, tx.Exec("UPDATE conversations SET data = $1, last_sequence = $2, revision = $3"
                                         " WHERE clinic_id = $4 AND conversation_id = $5 AND revision = $6",
-                                        {Bytes(c), c.last_message_sequence(), *revision + 1, clinic_id, id, *revision}));
+                                        {Bytes(c), c.last_message_sequence(), revision + 1, clinic_id, id, revision}));
     if (n != 1) {
       return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT", "the conversation changed concurrently");
     }
@@ -47,12 +53,19 @@ absl::Status PutConversation(db::Tx& tx, const std::string& clinic_id, const std
     }
     RETURN_IF_ERROR(inserted.status());
   }
-  RETURN_IF_ERROR(tx.Exec("DELETE FROM conversation_members WHERE clinic_id = $1 AND conversation_id = $2",
-                          {clinic_id, id})
-                      .status());
-  for (const auto& m : c.members()) {
+  // Sends and read receipts rewrite the conversation but seldom its membership: only the
+  // difference is written (rewriting every member row was most of a send's statements).
+  for (const auto& person : before) {
+    if (after.count(person)) continue;
+    RETURN_IF_ERROR(tx.Exec("DELETE FROM conversation_members WHERE clinic_id = $1 AND conversation_id = $2"
+                            " AND person_id = $3",
+                            {clinic_id, id, person})
+                        .status());
+  }
+  for (const auto& person : after) {
+    if (before.count(person)) continue;
     RETURN_IF_ERROR(tx.Exec("INSERT INTO conversation_members (clinic_id, conversation_id, person_id) VALUES ($1, $2, $3)",
-                            {clinic_id, id, IdOf(m.person())})
+                            {clinic_id, id, person})
                         .status());
   }
   return absl::OkStatus();

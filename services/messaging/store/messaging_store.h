@@ -30,9 +30,10 @@ enum class Purpose { kToRead, kToChange };
 absl::StatusOr<std::optional<Stored<v1::Conversation>>> GetConversation(db::Tx& tx, const std::string& clinic_id,
                                                                         const std::string& conversation_id,
                                                                         Purpose purpose = Purpose::kToRead);
-// Inserts (revision nullopt) or replaces at `revision`; keeps conversation_members in step.
+// Inserts (`previous` null) or replaces `previous` (as read, at its revision); keeps
+// conversation_members in step, writing only the members who joined or left.
 absl::Status PutConversation(db::Tx& tx, const std::string& clinic_id, const std::string& conversation_id,
-                             const v1::Conversation& c, std::optional<int64_t> revision);
+                             const v1::Conversation& c, const Stored<v1::Conversation>* previous);
 // Conversations `person_id` is a member of (optionally of one clinic / client / kind).
 absl::StatusOr<std::vector<v1::Conversation>> ConversationsOf(db::Tx& tx, const std::string& person_id,
                                                               const std::string& clinic_id, int64_t offset, int limit);
