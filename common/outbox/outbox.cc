@@ -65,12 +65,25 @@ CREATE INDEX outbox_pending ON outbox (id) WHERE sent_time IS NULL;
   return *kMigrations;
 }
 
-absl::Status Enqueue(db::Tx& tx, const Event& event, absl::Time now) {
+absl::Status Enqueue(db::Tx& tx, const std::vector<Event>& events, absl::Time now) {
+  if (events.empty()) return absl::OkStatus();
+  db::Params params = {db::Micros(now)};
+  std::string values;
+  for (const Event& e : events) {
+    const size_t n = params.size();
+    absl::StrAppend(&values, values.empty() ? "" : ", ", "($", n + 1, ", $", n + 2, ", $", n + 3, ", $", n + 4,
+                    ", $1, $", n + 5, ")");
+    params.insert(params.end(), {e.stream, e.event_id, e.type, db::Blob{e.payload}, e.notify_channel});
+  }
   return tx
-      .Exec("INSERT INTO outbox (stream, event_id, type, payload, create_time, notify_channel)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            {event.stream, event.event_id, event.type, db::Blob{event.payload}, db::Micros(now), event.notify_channel})
+      .Exec(absl::StrCat("INSERT INTO outbox (stream, event_id, type, payload, create_time, notify_channel) VALUES ",
+                         values),
+            params)
       .status();
+}
+
+absl::Status Enqueue(db::Tx& tx, const Event& event, absl::Time now) {
+  return Enqueue(tx, std::vector<Event>{event}, now);
 }
 
 Relay::Relay(db::Database& db, redis::Client& redis, Clock& clock, Options options)

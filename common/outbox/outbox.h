@@ -33,6 +33,8 @@ struct Event {
 
 // Call inside the transaction that makes the change.
 absl::Status Enqueue(db::Tx& tx, const Event& event, absl::Time now);
+// Several events in one statement (a message to each member of a conversation, say).
+absl::Status Enqueue(db::Tx& tx, const std::vector<Event>& events, absl::Time now);
 
 // The relay's statements that read the outbox (exposed so that a test can check their
 // query plans: they must read only unsent rows, whatever the number of sent ones).

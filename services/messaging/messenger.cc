@@ -48,15 +48,26 @@ bool IsMember(const Conv& c, const std::string& person_id) {
   return false;
 }
 
-// Everything one transaction wants delivered to inboxes, through the outbox.
-absl::Status Deliver(db::Tx& tx, const std::string& person_id, v1::Delivery d, absl::Time now) {
+// Everything one transaction wants delivered to inboxes, through the outbox: the same item to
+// each person's inbox, in one statement.
+absl::Status Deliver(db::Tx& tx, const std::vector<std::string>& person_ids, v1::Delivery d, absl::Time now) {
   *d.mutable_enqueue_time() = ToProto(now);
   std::string type;
   if (const auto* f = d.GetReflection()->GetOneofFieldDescriptor(d, d.GetDescriptor()->FindOneofByName("item"))) {
     type = f->name();
   }
-  return outbox::Enqueue(tx, {InboxKey(person_id), api::NewUuid(), type, d.SerializeAsString(), LiveChannel(person_id)},
-                         now);
+  const std::string payload = d.SerializeAsString();
+  std::vector<outbox::Event> events;
+  for (const auto& person_id : person_ids) {
+    events.push_back({InboxKey(person_id), api::NewUuid(), type, payload, LiveChannel(person_id)});
+  }
+  return outbox::Enqueue(tx, events, now);
+}
+
+absl::Status DeliverToMembers(db::Tx& tx, const Conv& c, v1::Delivery d, absl::Time now) {
+  std::vector<std::string> ids;
+  for (const auto& member : c.members()) ids.push_back(IdOf(member.person()));
+  return Deliver(tx, ids, std::move(d), now);
 }
 
 absl::Status Notify(db::Tx& tx, const std::string& person_id, v1::Notification n, const std::string& dedupe,
@@ -69,7 +80,7 @@ absl::Status Notify(db::Tx& tx, const std::string& person_id, v1::Notification n
   if (!fresh) return absl::OkStatus();  // already told, however often the event arrives
   v1::Delivery d;
   *d.mutable_notification() = n;
-  return Deliver(tx, person_id, std::move(d), now);
+  return Deliver(tx, {person_id}, std::move(d), now);
 }
 
 v1::Notification MakeNotification(v1::Notification::Type type, const std::string& clinic, const std::string& client,
@@ -279,11 +290,9 @@ absl::StatusOr<v1::Message> Messenger::SendMessage(const P& p, const v1::SendMes
     }
     *c.mutable_update_time() = ToProto(now);
     RETURN_IF_ERROR(store::PutConversation(tx, clinic_id, conv_id, c, &*fresh));
-    for (const auto& member : c.members()) {
-      v1::Delivery d;
-      *d.mutable_message() = m;
-      RETURN_IF_ERROR(Deliver(tx, IdOf(member.person()), std::move(d), now));
-    }
+    v1::Delivery d;
+    *d.mutable_message() = m;
+    RETURN_IF_ERROR(DeliverToMembers(tx, c, std::move(d), now));
     out = m;
     return absl::OkStatus();
   }, db::TxMode::kReadWrite, 5);
@@ -340,11 +349,9 @@ absl::StatusOr<v1::ReadReceipt> Messenger::MarkRead(const P& p, const v1::MarkRe
     }
     *c.mutable_update_time() = ToProto(now);
     RETURN_IF_ERROR(store::PutConversation(tx, ids[0], ids[1], c, &*fresh));
-    for (const auto& m : c.members()) {
-      v1::Delivery d;
-      *d.mutable_read_receipt() = receipt;
-      RETURN_IF_ERROR(Deliver(tx, IdOf(m.person()), std::move(d), now));
-    }
+    v1::Delivery d;
+    *d.mutable_read_receipt() = receipt;
+    RETURN_IF_ERROR(DeliverToMembers(tx, c, std::move(d), now));
     return receipt;
   });
 }
@@ -667,7 +674,7 @@ absl::Status Messenger::AdvanceEscalation(const std::string& clinic_id, const st
                              absl::StrCat("escalation:", escalation_id, ":", last.step_number()), now));
       v1::Delivery d;
       *d.mutable_escalation() = e;
-      RETURN_IF_ERROR(Deliver(tx, tid, std::move(d), now));
+      RETURN_IF_ERROR(Deliver(tx, {tid}, std::move(d), now));
     }
     return absl::OkStatus();
   }));
