@@ -124,6 +124,25 @@ absl::Status RelayWrite(db::Database& db, const std::function<absl::Status(db::T
   });
 }
 
+// One statement marks a batch sent: UPDATE ... SET stream_entry_id = CASE id WHEN .. THEN ..
+// END WHERE id IN (..). A statement per row was a round trip each on PostgreSQL.
+absl::Status MarkSent(db::Database& db, const std::vector<std::pair<int64_t, std::string>>& done, absl::Time now) {
+  db::Params params = {db::Micros(now)};
+  std::string cases, ids;
+  for (const auto& [id, entry] : done) {
+    absl::StrAppend(&cases, " WHEN $", params.size() + 1, " THEN $", params.size() + 2);
+    absl::StrAppend(&ids, ids.empty() ? "" : ", ", "$", params.size() + 1);
+    params.push_back(id);
+    params.push_back(entry);
+  }
+  return RelayWrite(db, [&](db::Tx& tx) -> absl::Status {
+    return tx.Exec(absl::StrCat("UPDATE outbox SET sent_time = $1, stream_entry_id = CASE id", cases,
+                                " END WHERE id IN (", ids, ")"),
+                   params)
+        .status();
+  });
+}
+
 }  // namespace
 
 absl::StatusOr<int> Relay::RelayOnce() {
@@ -183,24 +202,7 @@ absl::StatusOr<int> Relay::RelayOnce() {
     }
     done.emplace_back(rows[i].Int(0), r.str);
   }
-  if (!done.empty()) {
-    // One statement marks the batch: UPDATE ... SET stream_entry_id = CASE id WHEN .. THEN ..
-    // END WHERE id IN (..). A statement per row was a round trip each on PostgreSQL.
-    db::Params params = {db::Micros(clock_.Now())};
-    std::string cases, ids;
-    for (const auto& [id, entry] : done) {
-      absl::StrAppend(&cases, " WHEN $", params.size() + 1, " THEN $", params.size() + 2);
-      absl::StrAppend(&ids, ids.empty() ? "" : ", ", "$", params.size() + 1);
-      params.push_back(id);
-      params.push_back(entry);
-    }
-    RETURN_IF_ERROR(RelayWrite(db_, [&](db::Tx& tx) -> absl::Status {
-      return tx.Exec(absl::StrCat("UPDATE outbox SET sent_time = $1, stream_entry_id = CASE id", cases,
-                                  " END WHERE id IN (", ids, ")"),
-                     params)
-          .status();
-    }));
-  }
+  if (!done.empty()) RETURN_IF_ERROR(MarkSent(db_, done, clock_.Now()));
   if (!failed.ok()) {
     give_back();
     return failed;

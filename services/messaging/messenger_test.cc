@@ -11,6 +11,7 @@
 #include "common/db/migrations.h"
 #include "common/outbox/outbox.h"
 #include "common/status/errors.h"
+#include "common/status/macros.h"
 #include "common/testing/harness.h"
 #include "common/time/proto_time.h"
 #include "common/testing/matchers.h"
@@ -73,9 +74,7 @@ class MessengerTest : public ::testing::Test {
     auto db = db::Open({.url = "sqlite::memory:"});
     ASSERT_TRUE(db.ok());
     db_ = std::move(*db);
-    ASSERT_TRUE(db::ApplyMigrations(*db_, "outbox", outbox::Migrations()).ok());
-    ASSERT_TRUE(db::ApplyMigrations(*db_, "idempotency", api::IdempotencyMigrations()).ok());
-    ASSERT_TRUE(db::ApplyMigrations(*db_, "messaging", Migrations()).ok());
+    ASSERT_TRUE(Migrate(*db_).ok());
     auto* policy = scheduling_.clinic.mutable_policy();
     *policy->mutable_escalation_ack_timeout() = ToProto(absl::Minutes(5));
     *policy->mutable_sitter_checkin_interval() = ToProto(absl::Minutes(20));
@@ -87,6 +86,13 @@ class MessengerTest : public ::testing::Test {
     *shift->mutable_interval()->mutable_end_time() = ToProto(clock_.Now() + absl::Hours(12));
     presence_ = std::make_unique<PresenceStore>(*redis_, clock_);
     messenger_ = std::make_unique<Messenger>(*db_, clock_, scheduling_, *presence_, *redis_);
+  }
+
+  // The schema messaging's process applies at start.
+  static absl::Status Migrate(db::Database& db) {
+    RETURN_IF_ERROR(db::ApplyMigrations(db, "outbox", outbox::Migrations()));
+    RETURN_IF_ERROR(db::ApplyMigrations(db, "idempotency", api::IdempotencyMigrations()));
+    return db::ApplyMigrations(db, "messaging", Migrations());
   }
 
   absl::StatusOr<v1::Message> Send(const Principal& p, const std::string& conv, const std::string& id,
@@ -202,11 +208,7 @@ TEST_F(MessengerTest, ConcurrentSendsToOneConversationAllGetThroughOnPostgres) {
   ASSERT_TRUE(url.ok()) << url.status();
   auto db = db::Open({.url = *url, .pool_size = 8});
   ASSERT_TRUE(db.ok()) << db.status();
-  for (const auto& [name, migrations] : {std::pair{"outbox", &outbox::Migrations()},
-                                         std::pair{"idempotency", &api::IdempotencyMigrations()},
-                                         std::pair{"messaging", &Migrations()}}) {
-    ASSERT_TRUE(db::ApplyMigrations(**db, name, *migrations).ok());
-  }
+  ASSERT_TRUE(Migrate(**db).ok());
   Messenger messenger(**db, clock_, scheduling_, *presence_, *redis_);
   constexpr int kThreads = 8, kEach = 15;
   std::vector<std::thread> threads;
