@@ -13,11 +13,14 @@ namespace {
 
 // XADD the event to its stream (approximately trimmed) and, when it has a notify channel,
 // PUBLISH "<entry id> <payload>" to wake live subscribers (losing that publish is fine: a
-// subscriber catches up from the stream, the durable copy, by its cursor).
-//   KEYS[1] stream; ARGV: maxlen (0 = none), event_id, type, payload, notify channel
+// subscriber catches up from the stream, the durable copy, by its cursor). An event without
+// a stream is only PUBLISHed, as "- <payload>" (a notice such as a cache invalidation, whose
+// subscribers cope with missing it).
+//   KEYS[1] stream or ''; ARGV: maxlen (0 = none), event_id, type, payload, notify channel
 constexpr char kRelayScript[] = R"lua(
-local id
-if ARGV[1] ~= '0' then
+local id = '-'
+if KEYS[1] == '' then
+elseif ARGV[1] ~= '0' then
   id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event_id', ARGV[2], 'type', ARGV[3], 'payload', ARGV[4])
 else
   id = redis.call('XADD', KEYS[1], '*', 'event_id', ARGV[2], 'type', ARGV[3], 'payload', ARGV[4])
@@ -70,6 +73,9 @@ absl::Status Enqueue(db::Tx& tx, const std::vector<Event>& events, absl::Time no
   db::Params params = {db::Micros(now)};
   std::string values;
   for (const Event& e : events) {
+    if (e.stream.empty() && e.notify_channel.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("outbox event ", e.event_id, " has neither stream nor channel"));
+    }
     const size_t n = params.size();
     absl::StrAppend(&values, values.empty() ? "" : ", ", "($", n + 1, ", $", n + 2, ", $", n + 3, ", $", n + 4,
                     ", $1, $", n + 5, ")");

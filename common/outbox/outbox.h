@@ -22,12 +22,15 @@ namespace continuum::outbox {
 const std::vector<db::Migration>& Migrations();
 
 struct Event {
-  std::string stream;    // e.g. "continuum:events:scheduling"
+  std::string stream;    // e.g. "continuum:events:scheduling"; empty: only PUBLISHed (a notice)
   std::string event_id;  // unique; consumers dedupe on it
   std::string type;      // e.g. "AppointmentBooked"
   std::string payload;   // serialized continuum.events.v1.EventEnvelope (or a stream's own item)
   // If set, after the XADD the relay PUBLISHes "<entry id> <payload>" on this channel, so
   // live subscribers learn of the entry at once (used by messaging's per-person inboxes).
+  // Without a stream the relay PUBLISHes "- <payload>" and keeps no copy in Redis (used by
+  // scheduling's appointment-cache invalidations; the relay still guarantees the PUBLISH
+  // happens once the transaction commits, even if this process dies first).
   std::string notify_channel;
 };
 

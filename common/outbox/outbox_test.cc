@@ -2,6 +2,7 @@
 
 #include "common/db/migrations.h"
 #include "common/redis/streams.h"
+#include "common/redis/subscriber.h"
 #include "common/status/macros.h"
 #include "common/testing/harness.h"
 #include "gmock/gmock.h"
@@ -118,6 +119,51 @@ TEST_P(OutboxTest, LeasesOfOtherRelaysAreRespectedAndOwnStrandedLeasesRetaken) {
   EXPECT_EQ(*relay_->RelayOnce(), 1) << "an expired lease is anyone's";
   EXPECT_THAT(StreamIds(), ::testing::ElementsAre("mine", "theirs"));
   EXPECT_EQ(*relay_->Pending(), 0);
+}
+
+// A notice (an event without a stream) is PUBLISHed once, as "- <payload>", and leaves no
+// stream behind; an event with neither a stream nor a channel is a programming error.
+TEST_P(OutboxTest, NoticeWithoutStreamIsOnlyPublished) {
+  absl::Mutex mu;
+  std::vector<std::string> received;
+  bool subscribed = false;
+  redis::Options o;
+  o.port = redis_server_->port();
+  redis::Subscriber subscriber(
+      o,
+      [&](const std::string& channel, const std::string& payload) {
+        absl::MutexLock lock(&mu);
+        received.push_back(channel + " | " + payload);
+      },
+      nullptr,
+      [&](const std::string& channel) {
+        absl::MutexLock lock(&mu);
+        subscribed = subscribed || channel == "test:notices";
+      });
+  subscriber.Subscribe("test:notices");
+  subscriber.Start();
+  auto locked = [&](auto f) {
+    absl::MutexLock lock(&mu);
+    return f();
+  };
+  ASSERT_TRUE(continuum::testing::WaitUntil([&] { return locked([&] { return subscribed; }); }, absl::Seconds(10)));
+  ASSERT_TRUE(db_->InTransaction([&](db::Tx& tx) {
+                   return Enqueue(tx, Event{"", "n1", "Notice", "hello", "test:notices"}, clock_.Now());
+                 }).ok());
+  EXPECT_EQ(*relay_->RelayOnce(), 1);
+  ASSERT_TRUE(
+      continuum::testing::WaitUntil([&] { return locked([&] { return !received.empty(); }); }, absl::Seconds(10)));
+  EXPECT_THAT(locked([&] { return received; }), ::testing::ElementsAre("test:notices | - hello"));
+  EXPECT_EQ(*relay_->Pending(), 0);
+  EXPECT_EQ(*relay_->RelayOnce(), 0) << "a notice is sent once";
+  auto keys = redis_->Command({"DBSIZE"});
+  ASSERT_TRUE(keys.ok());
+  EXPECT_EQ(keys->integer, 0) << "a notice keeps no copy in Redis";
+
+  absl::Status neither = db_->InTransaction(
+      [&](db::Tx& tx) { return Enqueue(tx, Event{"", "n2", "Notice", "lost", ""}, clock_.Now()); });
+  EXPECT_EQ(neither.code(), absl::StatusCode::kInvalidArgument);
+  subscriber.Stop();
 }
 
 TEST_P(OutboxTest, DuplicateEventIdIsRefused) {

@@ -5,9 +5,11 @@
 namespace continuum::redis {
 
 Subscriber::Subscriber(Options options, MessageFn on_message, std::function<void()> on_reconnect,
-                       std::function<void(const std::string&)> on_subscribed)
+                       std::function<void(const std::string&)> on_subscribed,
+                       std::function<void()> on_disconnect)
     : options_(std::move(options)), on_message_(std::move(on_message)),
-      on_reconnect_(std::move(on_reconnect)), on_subscribed_(std::move(on_subscribed)) {}
+      on_reconnect_(std::move(on_reconnect)), on_subscribed_(std::move(on_subscribed)),
+      on_disconnect_(std::move(on_disconnect)) {}
 
 Subscriber::~Subscriber() { Stop(); }
 
@@ -34,6 +36,7 @@ void Subscriber::Run() {
   while (!stop_.load()) {
     if (!conn || conn->broken()) {
       connected_.store(false);
+      if (conn && on_disconnect_) on_disconnect_();
       conn.reset();
       auto c = Connection::Connect(options_);
       if (!c.ok()) {
@@ -79,6 +82,7 @@ void Subscriber::Run() {
     }
   }
   connected_.store(false);
+  if (conn && on_disconnect_) on_disconnect_();
 }
 
 }  // namespace continuum::redis

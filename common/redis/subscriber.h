@@ -22,8 +22,12 @@ class Subscriber {
 
   // `on_subscribed(channel)` runs when Redis confirms a subscription: only from then on are
   // publishes to it received, so an owner that replays from durable storage re-reads then.
+  // `on_disconnect` runs as soon as a connection is found broken: publishes are being missed
+  // from then until the next `on_subscribed` (an owner that caches what they would
+  // invalidate stops trusting its cache).
   Subscriber(Options options, MessageFn on_message, std::function<void()> on_reconnect = nullptr,
-             std::function<void(const std::string&)> on_subscribed = nullptr);
+             std::function<void(const std::string&)> on_subscribed = nullptr,
+             std::function<void()> on_disconnect = nullptr);
   ~Subscriber();
 
   void Subscribe(const std::string& channel);
@@ -39,6 +43,7 @@ class Subscriber {
   MessageFn on_message_;
   std::function<void()> on_reconnect_;
   std::function<void(const std::string&)> on_subscribed_;
+  std::function<void()> on_disconnect_;
   absl::Mutex mu_;
   std::set<std::string> channels_ ABSL_GUARDED_BY(mu_);
   std::vector<std::vector<std::string>> pending_ ABSL_GUARDED_BY(mu_);

@@ -54,6 +54,10 @@ class Process {
 // external processes only (a server accepting connections), never to order test steps.
 bool WaitUntil(const std::function<bool()>& ready, absl::Duration timeout);
 
+// A plain HTTP/1.0 GET to 127.0.0.1:port (a service's /metrics); the whole response, headers
+// included, or "" when nothing answers within 5 s.
+std::string HttpGet(int port, const std::string& path);
+
 // A real redis-server in a temp dir on a free loopback port.
 class RedisServer {
  public:

@@ -435,7 +435,7 @@ absl::StatusOr<v1::BookAppointmentResponse> Scheduler::Book(SchedulingStore& s, 
     m.set_integration_appointment(a.name());
     *m.mutable_update_time() = ToProto(now);
     m.set_etag(EtagOf(med->revision + 1));
-    RETURN_IF_ERROR(s.UpdateAppointment(clinic_id, IdOfName(m.name()), m, med->revision));
+    RETURN_IF_ERROR(s.UpdateAppointment(clinic_id, IdOfName(m.name()), m, med->revision, now));
   }
   auto event = NewEvent(clinic_id, a.name(), now);
   *event.mutable_appointment_booked()->mutable_appointment() = a;
@@ -496,17 +496,41 @@ absl::StatusOr<v1::BookAppointmentResponse> Scheduler::BookAppointment(const P& 
   });
 }
 
+namespace {
+// Who may read an appointment: its provider, the client themself, or staff for the client.
+// nullopt when that takes a care-team lookup.
+std::optional<absl::Status> ReadableWithoutLookup(const auth::Principal& p, const std::string& clinic_id,
+                                                  const v1::Appointment& a) {
+  if (IsProvider(p) && IdOfName(a.provider()) == PersonId(p)) return absl::OkStatus();
+  return ClientOrStaffWithoutLookup(p, clinic_id, IdOfName(a.client()));
+}
+}  // namespace
+
 absl::StatusOr<v1::Appointment> Scheduler::GetAppointment(const P& p, const v1::GetAppointmentRequest& r) {
   ASSIGN_OR_RETURN(auto ids, api::ParseName(r.name(), "clinics/*/appointments/*", "name"));
   RETURN_IF_ERROR(InClinic(p, ids[0]));
+  AppointmentCache* cache = options_.appointment_cache;
+  AppointmentCache::Ticket ticket;
+  if (cache != nullptr) ticket = cache->BeginRead();
   return Read<v1::Appointment>([&](SchedulingStore& s) -> absl::StatusOr<v1::Appointment> {
     ASSIGN_OR_RETURN(auto a, s.GetAppointment(ids[0], ids[1]));
     if (!a) return NotFound(r.name());
-    if (!(IsProvider(p) && IdOfName(a->value.provider()) == PersonId(p))) {
-      RETURN_IF_ERROR(RequireClientOrStaff(s, p, ids[0], IdOfName(a->value.client())));
-    }
+    if (cache != nullptr) cache->Fill(ticket, ids[0], ids[1], a->value);
+    auto decided = ReadableWithoutLookup(p, ids[0], a->value);
+    RETURN_IF_ERROR(decided ? *decided : RequireClientOrStaff(s, p, ids[0], IdOfName(a->value.client())));
     return a->value;
   });
+}
+
+std::optional<v1::Appointment> Scheduler::GetAppointmentCached(const P& p, const v1::GetAppointmentRequest& r) {
+  if (options_.appointment_cache == nullptr) return std::nullopt;
+  auto ids = api::ParseName(r.name(), "clinics/*/appointments/*", "name");
+  if (!ids.ok() || !InClinic(p, (*ids)[0]).ok()) return std::nullopt;
+  std::shared_ptr<const v1::Appointment> a = options_.appointment_cache->Get((*ids)[0], (*ids)[1]);
+  if (a == nullptr) return std::nullopt;
+  auto decided = ReadableWithoutLookup(p, (*ids)[0], *a);
+  if (!decided || !decided->ok()) return std::nullopt;
+  return *a;
 }
 
 absl::StatusOr<v1::ListAppointmentsResponse> Scheduler::ListAppointments(const P& p,
@@ -603,7 +627,7 @@ absl::StatusOr<v1::Appointment> Scheduler::RescheduleAppointment(const P& p,
     *a.mutable_local_start() = ToLocalDateTime(start, c.tz);
     *a.mutable_update_time() = ToProto(now);
     a.set_etag(EtagOf(stored->revision + 1));
-    RETURN_IF_ERROR(s.UpdateAppointment(ids[0], ids[1], a, stored->revision));
+    RETURN_IF_ERROR(s.UpdateAppointment(ids[0], ids[1], a, stored->revision, now));
     auto event = NewEvent(ids[0], a.name(), now);
     auto* moved = event.mutable_appointment_rescheduled();
     *moved->mutable_appointment() = a;
@@ -653,7 +677,7 @@ absl::StatusOr<v1::Appointment> Scheduler::CancelAppointment(const P& p, const v
     *a.mutable_update_time() = ToProto(now);
     a.set_etag(EtagOf(stored->revision + 1));
     RETURN_IF_ERROR(s.ReleaseTime(ids[0], ids[1]));
-    RETURN_IF_ERROR(s.UpdateAppointment(ids[0], ids[1], a, stored->revision));
+    RETURN_IF_ERROR(s.UpdateAppointment(ids[0], ids[1], a, stored->revision, now));
     auto event = NewEvent(ids[0], a.name(), now);
     *event.mutable_appointment_cancelled()->mutable_appointment() = a;
     event.mutable_appointment_cancelled()->set_previous_state(previous);
@@ -666,7 +690,7 @@ absl::StatusOr<v1::Appointment> Scheduler::CancelAppointment(const P& p, const v
         m.clear_integration_appointment();
         *m.mutable_update_time() = ToProto(now);
         m.set_etag(EtagOf(med->revision + 1));
-        RETURN_IF_ERROR(s.UpdateAppointment(ids[0], IdOfName(m.name()), m, med->revision));
+        RETURN_IF_ERROR(s.UpdateAppointment(ids[0], IdOfName(m.name()), m, med->revision, now));
         auto due = NewEvent(ids[0], m.name(), now);
         *due.mutable_integration_due()->mutable_integration_due() = DueOf(m, clinic, now);
         RETURN_IF_ERROR(s.Publish(due, now));
@@ -763,7 +787,7 @@ absl::StatusOr<v1::Appointment> Scheduler::UpdateAppointmentState(const P& p,
     if (IsMedicine(a.kind()) && to == v1::Appointment::STATE_FULFILLED && a.integration_appointment().empty()) {
       RETURN_IF_ERROR(publish_due(a));
     }
-    RETURN_IF_ERROR(s.UpdateAppointment(ids[0], ids[1], a, stored->revision));
+    RETURN_IF_ERROR(s.UpdateAppointment(ids[0], ids[1], a, stored->revision, now));
     if (a.kind() == cv1::APPOINTMENT_KIND_INTEGRATION && !a.medicine_appointment().empty() &&
         (to == v1::Appointment::STATE_NOSHOW || to == v1::Appointment::STATE_ENTERED_IN_ERROR)) {
       ASSIGN_OR_RETURN(auto med, s.GetAppointment(ids[0], IdOfName(a.medicine_appointment())));
@@ -772,7 +796,7 @@ absl::StatusOr<v1::Appointment> Scheduler::UpdateAppointmentState(const P& p,
         m.clear_integration_appointment();
         *m.mutable_update_time() = ToProto(now);
         m.set_etag(EtagOf(med->revision + 1));
-        RETURN_IF_ERROR(s.UpdateAppointment(ids[0], IdOfName(m.name()), m, med->revision));
+        RETURN_IF_ERROR(s.UpdateAppointment(ids[0], IdOfName(m.name()), m, med->revision, now));
         RETURN_IF_ERROR(publish_due(m));
       }
     }

@@ -2,6 +2,8 @@
 // lookups and the access checks that every method uses.
 #pragma once
 
+#include <optional>
+
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -50,6 +52,10 @@ absl::StatusOr<bool> IsStaffFor(SchedulingStore& s, const auth::Principal& p, co
 // PERMISSION_DENIED_NOT_SELF) otherwise.
 absl::Status RequireClientOrStaff(SchedulingStore& s, const auth::Principal& p, const std::string& clinic_id,
                                   const std::string& client_id);
+// The part of RequireClientOrStaff that needs no store: its answer, or nullopt for a
+// therapist or clinician (whether they are on the care team takes a lookup).
+std::optional<absl::Status> ClientOrStaffWithoutLookup(const auth::Principal& p, const std::string& clinic_id,
+                                                       const std::string& client_id);
 absl::Status Denied(absl::string_view reason, absl::string_view message);
 
 absl::Status EtagMatches(const std::string& given, int64_t revision, absl::string_view what);

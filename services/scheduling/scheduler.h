@@ -6,6 +6,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -13,6 +14,7 @@
 #include "common/db/database.h"
 #include "common/time/clock.h"
 #include "continuum/scheduling/v1/scheduling_service.pb.h"
+#include "services/scheduling/appointment_cache.h"
 #include "services/scheduling/store/scheduling_store.h"
 
 namespace continuum::scheduling {
@@ -21,8 +23,11 @@ class Scheduler {
  public:
   struct Options {
     std::function<void()> on_commit;  // e.g. wake the outbox relay
+    // Optional: GetAppointment's cache; this scheduler drops what it changes at commit.
+    AppointmentCache* appointment_cache = nullptr;
   };
-  Scheduler(db::Database& db, Clock& clock, Options options = {});
+  Scheduler(db::Database& db, Clock& clock, Options options);
+  Scheduler(db::Database& db, Clock& clock) : Scheduler(db, clock, Options()) {}
 
   using P = auth::Principal;
   absl::StatusOr<v1::Clinic> CreateClinic(const P& p, const v1::CreateClinicRequest& r);
@@ -51,6 +56,10 @@ class Scheduler {
 
   absl::StatusOr<v1::BookAppointmentResponse> BookAppointment(const P& p, const v1::BookAppointmentRequest& r);
   absl::StatusOr<v1::Appointment> GetAppointment(const P& p, const v1::GetAppointmentRequest& r);
+  // GetAppointment's answer when it needs neither the database nor blocking: the appointment
+  // is cached and the caller's access follows from the token alone. nullopt otherwise (then
+  // call GetAppointment, on the executor). Never an error: those come from GetAppointment.
+  std::optional<v1::Appointment> GetAppointmentCached(const P& p, const v1::GetAppointmentRequest& r);
   absl::StatusOr<v1::ListAppointmentsResponse> ListAppointments(const P& p, const v1::ListAppointmentsRequest& r);
   absl::StatusOr<v1::Appointment> RescheduleAppointment(const P& p, const v1::RescheduleAppointmentRequest& r);
   absl::StatusOr<v1::Appointment> CancelAppointment(const P& p, const v1::CancelAppointmentRequest& r);

@@ -15,11 +15,18 @@ template <typename Resp>
 absl::StatusOr<Resp> Scheduler::Mutate(const P& p, const char* method, const std::string& request_id,
                                        const google::protobuf::Message& request,
                                        const std::function<absl::StatusOr<Resp>(SchedulingStore&)>& fn) {
-  ASSIGN_OR_RETURN(Resp response, api::RunIdempotent<Resp>(db_, clock_, p.subject, method, request_id, request,
-                                                           [&](db::Tx& tx) {
-                                                             SchedulingStore store(tx);
-                                                             return fn(store);
-                                                           }));
+  std::vector<std::pair<std::string, std::string>> changed;  // appointments, of the last attempt
+  absl::StatusOr<Resp> response =
+      api::RunIdempotent<Resp>(db_, clock_, p.subject, method, request_id, request, [&](db::Tx& tx) {
+        changed.clear();
+        SchedulingStore store(tx, &changed);
+        return fn(store);
+      });
+  // Dropped whatever the outcome: a failed COMMIT may still have committed.
+  if (options_.appointment_cache != nullptr) {
+    for (const auto& [clinic_id, appointment_id] : changed) options_.appointment_cache->Invalidate(clinic_id, appointment_id);
+  }
+  if (!response.ok()) return response.status();
   if (options_.on_commit) options_.on_commit();
   return response;
 }

@@ -503,6 +503,57 @@ TEST_F(SchedulerTest, AccessIsLimitedByClinicCareTeamAndSelf) {
               IsError(absl::StatusCode::kPermissionDenied, "PERMISSION_DENIED_ROLE"));
 }
 
+// GetAppointment with the cache: answered from memory only where the token decides access,
+// dropped by the scheduler's own changes at commit and by another replica's notice.
+TEST_F(SchedulerTest, CachedReadsFollowChangesAndTheSameAccessRules) {
+  AppointmentCache cache(clock_, {.ttl = absl::Hours(1)});  // long: only invalidation may refresh
+  cache.Resume();
+  Scheduler cached(*db_, clock_, Scheduler::Options{.appointment_cache = &cache});
+  auto a = Book(kConsult, Local(4, 10), absl::Hours(1));
+  ASSERT_TRUE(a.ok());
+  v1::GetAppointmentRequest g;
+  g.set_name(a->appointment().name());
+  EXPECT_FALSE(cached.GetAppointmentCached(admin_, g)) << "not read yet";
+  ASSERT_TRUE(cached.GetAppointment(admin_, g).ok());
+  auto hit = cached.GetAppointmentCached(admin_, g);
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->state(), v1::Appointment::STATE_BOOKED);
+  for (const Principal* p : {&client_, &therapist_, &service_}) EXPECT_TRUE(cached.GetAppointmentCached(*p, g));
+  // Not answerable from the token: refused or looked up on the slow path, same answers as uncached.
+  for (const Principal* p : {&other_client_, &outsider_therapist_, &other_clinic_admin_, &clinician_}) {
+    EXPECT_FALSE(cached.GetAppointmentCached(*p, g)) << p->subject;
+  }
+  EXPECT_TRUE(cached.GetAppointment(clinician_, g).ok()) << "on the care team";
+  EXPECT_THAT(cached.GetAppointment(other_client_, g),
+              IsError(absl::StatusCode::kPermissionDenied, "PERMISSION_DENIED_NOT_SELF"));
+  EXPECT_THAT(cached.GetAppointment(outsider_therapist_, g),
+              IsError(absl::StatusCode::kPermissionDenied, "NOT_ON_CARE_TEAM"));
+
+  // This replica's own change: gone from the cache when the call returns.
+  v1::UpdateAppointmentStateRequest checkin;
+  checkin.set_name(g.name());
+  checkin.set_state(v1::Appointment::STATE_CHECKED_IN);
+  checkin.set_request_id("cached-checkin");
+  ASSERT_TRUE(cached.UpdateAppointmentState(admin_, checkin).ok());
+  EXPECT_FALSE(cached.GetAppointmentCached(admin_, g));
+  EXPECT_EQ(cached.GetAppointment(admin_, g)->state(), v1::Appointment::STATE_CHECKED_IN);
+  ASSERT_TRUE(cached.GetAppointmentCached(admin_, g));
+
+  // Another replica's change (scheduler_ has no cache): stale here until its notice arrives,
+  // which the change put in the outbox for the relay to publish.
+  ASSERT_TRUE(Move(g.name(), v1::Appointment::STATE_FULFILLED).ok());
+  EXPECT_EQ(cached.GetAppointmentCached(admin_, g)->state(), v1::Appointment::STATE_CHECKED_IN);
+  auto notices = db_->Query("SELECT stream, payload, notify_channel FROM outbox WHERE type = 'AppointmentChanged'"
+                            " ORDER BY id DESC LIMIT 1");
+  ASSERT_TRUE(notices.ok() && notices->size() == 1);
+  EXPECT_EQ(notices->at(0).Text(0), "") << "a notice, not a stream event";
+  EXPECT_EQ(notices->at(0).Text(2), kAppointmentChangesChannel);
+  cache.InvalidateFromNotice("- " + std::string(notices->at(0).Bytes(1)));
+  EXPECT_FALSE(cached.GetAppointmentCached(admin_, g));
+  EXPECT_EQ(cached.GetAppointment(admin_, g)->state(), v1::Appointment::STATE_FULFILLED);
+  EXPECT_EQ(OutboxCount("AppointmentChanged"), 2) << "one notice per change";
+}
+
 TEST_F(SchedulerTest, SlotSearchSkipsTheMissingHourOnSpringForwardDay) {
   SetHours("th1", 0, 24);
   v1::SearchSlotsRequest r;

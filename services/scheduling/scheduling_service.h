@@ -43,7 +43,26 @@ class SchedulingServiceImpl final : public v1::SchedulingService::CallbackServic
   CONTINUUM_UNARY(UpdateAvailability, v1::UpdateAvailabilityRequest, v1::Availability)
   CONTINUUM_UNARY(SearchSlots, v1::SearchSlotsRequest, v1::SearchSlotsResponse)
   CONTINUUM_UNARY(BookAppointment, v1::BookAppointmentRequest, v1::BookAppointmentResponse)
-  CONTINUUM_UNARY(GetAppointment, v1::GetAppointmentRequest, v1::Appointment)
+  // Answered on the gRPC thread when the appointment is cached and the token alone decides
+  // access (no blocking there: a token check and a map lookup); otherwise like every other
+  // call, on the executor. Both answer the same (appointment_cache.h).
+  grpc::ServerUnaryReactor* GetAppointment(grpc::CallbackServerContext* context,
+                                           const v1::GetAppointmentRequest* request,
+                                           v1::Appointment* response) override {
+    if (auto principal = authenticator_.Authenticate(*context); principal.ok()) {
+      if (std::optional<v1::Appointment> cached = domain_.GetAppointmentCached(*principal, *request)) {
+        *response = std::move(*cached);
+        grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+        reactor->Finish(grpc::Status::OK);
+        return reactor;
+      }
+    }
+    return RunAuthenticated(context, executor_, authenticator_,
+                            [this, request, response](const auth::Principal& p) -> absl::Status {
+      ASSIGN_OR_RETURN(*response, domain_.GetAppointment(p, *request));
+      return absl::OkStatus();
+    });
+  }
   CONTINUUM_UNARY(ListAppointments, v1::ListAppointmentsRequest, v1::ListAppointmentsResponse)
   CONTINUUM_UNARY(RescheduleAppointment, v1::RescheduleAppointmentRequest, v1::Appointment)
   CONTINUUM_UNARY(CancelAppointment, v1::CancelAppointmentRequest, v1::Appointment)

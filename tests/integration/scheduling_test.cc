@@ -3,6 +3,9 @@
 // arriving on the Redis stream.
 #include <thread>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "common/redis/client.h"
 #include "common/redis/streams.h"
 #include "common/testing/harness.h"
@@ -55,11 +58,11 @@ class SchedulingBinaryTest : public ::testing::TestWithParam<std::string> {
       ASSERT_TRUE(u.ok()) << u.status();
       url = *u;
     }
-    auto svc = ServiceProcess::Start("continuum-scheduling",
-                                     {"--database-url=" + url, "--redis-address=" + redis_->address(),
-                                      std::string("--jwt-hs256-secret=") + testing::kTestJwtSecret,
-                                      "--worker-threads=16", "--database-pool=8"},
-                                     dir_);
+    // A cached appointment lives an hour here: only a change notice can refresh it in time.
+    args_ = {"--database-url=" + url, "--redis-address=" + redis_->address(),
+             std::string("--jwt-hs256-secret=") + testing::kTestJwtSecret, "--worker-threads=16",
+             "--database-pool=8", "--appointment-cache-ttl=1h"};
+    auto svc = ServiceProcess::Start("continuum-scheduling", args_, dir_);
     ASSERT_TRUE(svc.ok()) << svc.status();
     service_ = std::move(*svc);
     stub_ = v1::SchedulingService::NewStub(
@@ -69,11 +72,12 @@ class SchedulingBinaryTest : public ::testing::TestWithParam<std::string> {
 
   template <typename Req, typename Resp>
   grpc::Status Call(grpc::Status (v1::SchedulingService::Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
-                    const std::string& token, const Req& req, Resp* resp) {
+                    const std::string& token, const Req& req, Resp* resp,
+                    v1::SchedulingService::Stub* stub = nullptr) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
     ctx.AddMetadata("authorization", "Bearer " + token);
-    return (stub_.get()->*method)(&ctx, req, resp);
+    return ((stub != nullptr ? stub : stub_.get())->*method)(&ctx, req, resp);
   }
 
   // One clinic, a therapist and a clinician open 07:00-21:00 every day, kClients clients
@@ -158,6 +162,7 @@ class SchedulingBinaryTest : public ::testing::TestWithParam<std::string> {
   }
 
   TempDir dir_;
+  std::vector<std::string> args_;
   std::unique_ptr<RedisServer> redis_;
   std::unique_ptr<ServiceProcess> service_;
   std::unique_ptr<v1::SchedulingService::Stub> stub_;
@@ -195,6 +200,75 @@ TEST_P(SchedulingBinaryTest, ConcurrentBookingsOfOneSlotHaveExactlyOneWinner) {
   v1::ListAppointmentsResponse listed;
   ASSERT_TRUE(Call(&v1::SchedulingService::Stub::ListAppointments, admin_, l, &listed).ok());
   EXPECT_EQ(listed.appointments_size(), 1) << "exactly one appointment is stored";
+}
+
+// The value of one metric series ("name{labels}") on a service's /metrics, or -1.
+double Metric(const ServiceProcess& svc, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(testing::HttpGet(svc.metrics_port(), "/metrics"), '\n')) {
+    double value = 0;
+    if (absl::ConsumePrefix(&line, series + " ") && absl::SimpleAtod(line, &value)) return value;
+  }
+  return -1;
+}
+
+// Two replicas on one database, each with its appointment cache: a change made through one
+// reaches the other's cache within moments (the outbox notice; cached values would otherwise
+// live an hour here), and while Redis is down the other replica reads the database (its cache
+// is suspended), so it never answers with an appointment as it was before a change.
+TEST_P(SchedulingBinaryTest, ReplicasCacheAppointmentsAndSeeEachOthersChanges) {
+  auto other = ServiceProcess::Start("continuum-scheduling", args_, dir_);
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto other_stub =
+      v1::SchedulingService::NewStub(grpc::CreateChannel((*other)->address(), grpc::InsecureChannelCredentials()));
+  const std::string serving = "continuum_appointment_cache_serving";
+  const std::string hits = "continuum_appointment_cache_lookups_total{result=\"hit\"}";
+  ASSERT_TRUE(testing::WaitUntil([&] { return Metric(**other, serving) == 1; }, absl::Seconds(10)));
+  auto read_on_other = [&](const std::string& name) {
+    v1::GetAppointmentRequest g;
+    g.set_name(name);
+    v1::Appointment a;
+    grpc::Status s = Call(&v1::SchedulingService::Stub::GetAppointment, admin_, g, &a, other_stub.get());
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return a.state();
+  };
+
+  v1::BookAppointmentResponse booked;
+  ASSERT_TRUE(Call(&v1::SchedulingService::Stub::BookAppointment, admin_, Consultation(0, SlotTime(), "r1"), &booked)
+                  .ok());
+  const std::string name = booked.appointment().name();
+  EXPECT_EQ(read_on_other(name), v1::Appointment::STATE_BOOKED);
+  EXPECT_EQ(read_on_other(name), v1::Appointment::STATE_BOOKED);
+  EXPECT_GE(Metric(**other, hits), 1) << "the second read comes from the cache";
+
+  v1::CancelAppointmentRequest cancel;
+  cancel.set_name(name);
+  cancel.set_request_id("cancel-1");
+  cancel.set_reason("client asked to move it");
+  v1::Appointment cancelled;
+  grpc::Status st = Call(&v1::SchedulingService::Stub::CancelAppointment, admin_, cancel, &cancelled);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_TRUE(testing::WaitUntil([&] { return read_on_other(name) == v1::Appointment::STATE_CANCELLED; },
+                                 absl::Seconds(10)))
+      << "the other replica still shows the appointment as it was before the change";
+
+  // Redis down: changes still commit (the notices wait in the outbox), and the other replica,
+  // missing them, stops serving from its cache.
+  ASSERT_TRUE(Call(&v1::SchedulingService::Stub::BookAppointment, admin_, Consultation(1, SlotTime(11), "r2"), &booked)
+                  .ok());
+  const std::string second = booked.appointment().name();
+  EXPECT_EQ(read_on_other(second), v1::Appointment::STATE_BOOKED);
+  EXPECT_EQ(read_on_other(second), v1::Appointment::STATE_BOOKED);
+  redis_->Kill();
+  ASSERT_TRUE(testing::WaitUntil([&] { return Metric(**other, serving) == 0; }, absl::Seconds(10)));
+  cancel.set_name(second);
+  cancel.set_request_id("cancel-2");
+  st = Call(&v1::SchedulingService::Stub::CancelAppointment, admin_, cancel, &cancelled);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(read_on_other(second), v1::Appointment::STATE_CANCELLED) << "read from the database at once";
+  ASSERT_TRUE(redis_->Restart().ok());
+  ASSERT_TRUE(testing::WaitUntil([&] { return Metric(**other, serving) == 1; }, absl::Seconds(20)));
+  EXPECT_EQ(read_on_other(second), v1::Appointment::STATE_CANCELLED);
+  EXPECT_EQ(read_on_other(second), v1::Appointment::STATE_CANCELLED);
 }
 
 TEST_P(SchedulingBinaryTest, EventsArriveOnTheRedisStream) {

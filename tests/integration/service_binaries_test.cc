@@ -20,6 +20,7 @@
 namespace continuum {
 namespace {
 
+using testing::HttpGet;
 using testing::Process;
 using testing::RedisServer;
 using testing::TempDir;
@@ -51,27 +52,6 @@ std::pair<int, std::string> RunCommand(std::vector<std::string> argv, const Temp
   auto rc = (*p)->Wait(absl::Seconds(30));
   EXPECT_TRUE(rc.ok());
   return {rc.ok() && WIFEXITED(*rc) ? WEXITSTATUS(*rc) : -1, Slurp(out)};
-}
-
-std::string HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  std::string body;
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    if (write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
-      char buf[4096];
-      ssize_t n;
-      while ((n = read(fd, buf, sizeof(buf))) > 0) body.append(buf, n);
-    }
-  }
-  close(fd);
-  return body;
 }
 
 class ServiceBinaryTest : public ::testing::TestWithParam<Svc> {

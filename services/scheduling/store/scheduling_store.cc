@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/api/api.h"
 #include "common/outbox/outbox.h"
 #include "common/db/proto_rows.h"
 #include "common/status/errors.h"
@@ -276,13 +277,20 @@ absl::Status SchedulingStore::InsertAppointment(const std::string& clinic_id, co
 }
 
 absl::Status SchedulingStore::UpdateAppointment(const std::string& clinic_id, const std::string& id,
-                                                const v1::Appointment& a, int64_t revision) {
-  return Changed(tx_.Exec("UPDATE appointments SET provider_id = $1, room = $2, state = $3, start_time = $4,"
-                          " end_time = $5, data = $6, revision = $7"
-                          " WHERE clinic_id = $8 AND appointment_id = $9 AND revision = $10",
-                          {IdOf(a.provider()), a.room(), int64_t{a.state()}, Micros(a.start_time()),
-                           Micros(a.end_time()), Bytes(a), revision + 1, clinic_id, id, revision}),
-                 "the appointment");
+                                                const v1::Appointment& a, int64_t revision, absl::Time now) {
+  RETURN_IF_ERROR(Changed(tx_.Exec("UPDATE appointments SET provider_id = $1, room = $2, state = $3, start_time = $4,"
+                                   " end_time = $5, data = $6, revision = $7"
+                                   " WHERE clinic_id = $8 AND appointment_id = $9 AND revision = $10",
+                                   {IdOf(a.provider()), a.room(), int64_t{a.state()}, Micros(a.start_time()),
+                                    Micros(a.end_time()), Bytes(a), revision + 1, clinic_id, id, revision}),
+                          "the appointment"));
+  if (changed_appointments_ != nullptr) changed_appointments_->emplace_back(clinic_id, id);
+  // Every replica's appointment cache drops it when the relay publishes this (even if this
+  // process dies right after the commit: the outbox row outlives it).
+  return outbox::Enqueue(tx_,
+                         {"", api::NewUuid(), "AppointmentChanged",
+                          absl::StrCat("clinics/", clinic_id, "/appointments/", id), kAppointmentChangesChannel},
+                         now);
 }
 
 absl::StatusOr<std::vector<v1::Appointment>> SchedulingStore::ListAppointments(const std::string& clinic_id,

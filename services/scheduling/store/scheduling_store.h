@@ -47,7 +47,10 @@ struct Claim {
 
 class SchedulingStore {
  public:
-  explicit SchedulingStore(db::Tx& tx) : tx_(tx) {}
+  // `changed_appointments`, if given, collects "clinic/appointment" keys of the appointments
+  // this transaction changes (the caller drops them from its cache after the commit).
+  explicit SchedulingStore(db::Tx& tx, std::vector<std::pair<std::string, std::string>>* changed_appointments = nullptr)
+      : tx_(tx), changed_appointments_(changed_appointments) {}
 
   // Clinics
   absl::StatusOr<std::optional<Stored<v1::Clinic>>> GetClinic(const std::string& clinic_id);
@@ -105,8 +108,9 @@ class SchedulingStore {
                                                                         const std::string& appointment_id);
   absl::Status InsertAppointment(const std::string& clinic_id, const std::string& appointment_id,
                                  const v1::Appointment& a);
+  // Also puts a notice on kAppointmentChangesChannel in the outbox (appointment_cache.h).
   absl::Status UpdateAppointment(const std::string& clinic_id, const std::string& appointment_id,
-                                 const v1::Appointment& a, int64_t revision);
+                                 const v1::Appointment& a, int64_t revision, absl::Time now);
   absl::StatusOr<std::vector<v1::Appointment>> ListAppointments(const std::string& clinic_id,
                                                                 const AppointmentFilter& filter);
 
@@ -141,8 +145,12 @@ class SchedulingStore {
 
  private:
   db::Tx& tx_;
+  std::vector<std::pair<std::string, std::string>>* changed_appointments_;
 };
 
 inline constexpr char kEventStream[] = "continuum:events:scheduling";
+// Where the outbox relay PUBLISHes "- clinics/{clinic}/appointments/{id}" for every change to
+// an appointment (AppointmentCache's invalidations; no stream copy is kept).
+inline constexpr char kAppointmentChangesChannel[] = "continuum:scheduling:appointment-changes";
 
 }  // namespace continuum::scheduling
