@@ -164,6 +164,11 @@ def main():
                 verdict(f"p99 at half the echo maximum ({fmt(half)}/s, GetAppointment, {b}) <= 2x echo's p99", r <= 2,
                         f"p99 {ms(lat(gh, 'p99'))} ms vs echo {ms(lat(echo_half, 'p99'))} ms = **{r:.2f}x** "
                         f"(achieved {fmt(qps(gh))}/s)")
+        gu = closed(rows, "get-appointment", 4, 32, f"{b}-uncached")
+        if gu and echo_4x32:
+            verdict(f"(supplement) GetAppointment with the appointment cache off ({b}, a second replica), 4x32", None,
+                    f"{fmt(qps(gu))}/s vs echo {fmt(qps(echo_4x32))}/s = **{ratio(qps(gu), qps(echo_4x32)):.2f}x** "
+                    f"(with the cache: {fmt(qps(g4)) if g4 else '?'}/s)")
         # The same comparison at the highest offered rate the echo server did sustain open loop.
         sustained = []
         for x in sorted({r["rate"] for r in find(rows, scenario="get-appointment", mode="open", label=b)}):
@@ -259,7 +264,7 @@ def main():
     order = ["echo", "get-appointment", "search-slots", "book", "record-write", "bare-insert", "heartbeat",
              "heartbeat-stream", "deliver"]
     measured = [r for r in rows if r.get("scenario") in order]
-    labels = ["", "echo-sqlite", "echo-postgres", "sqlite", "postgres"]
+    labels = ["", "echo-sqlite", "echo-postgres", "sqlite", "sqlite-uncached", "postgres", "postgres-uncached"]
     measured.sort(key=lambda r: (order.index(r["scenario"]), labels.index(r.get("label") or "")
                                  if (r.get("label") or "") in labels else len(labels), r["mode"], (r.get("connections") or 0) * (r.get("inflight") or 0),
                                  r.get("rate") or 0, r.get("threads") or 0))
@@ -348,7 +353,11 @@ def main():
     md.append("## What each scenario does\n")
     md.append("""- `echo`: `continuum-echo-server`, the test Echo service on the services' own `ServiceHost` (same
   builder options, health, reflection, metrics interceptor) without authentication, database or executor hop.
-- `get-appointment`: scheduling `GetAppointment` by the appointment's provider (JWT verified, one read transaction).
+- `get-appointment`: scheduling `GetAppointment` of one appointment by its provider (JWT verified). After the
+  first call the appointment is in the replica's appointment cache, so calls are answered on the gRPC thread
+  without a database read (the bench changes no appointment meanwhile; a change would drop it). Rows labelled
+  `-uncached` are a second replica on the same database with `--appointment-cache-ttl=0s`: every call a read
+  transaction on the executor, i.e. what a cache miss costs.
 - `search-slots`: scheduling `SearchSlots`, one week of a provider with 8 bookings a day around it.
 - `book`: scheduling `BookAppointment`, every call a distinct free 45-minute slot (64 clients' programs).
 - `record-write`: session-record `AddTimelineEntry` by a care-team therapist (a new record version, audit entry

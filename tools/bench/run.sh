@@ -232,6 +232,15 @@ for backend in sqlite postgres; do
     ga --mode=open --rate="${rates[2]}" --duration="${rsecs}s"
   done
   ga --mode=open --rate="${rates[3]}"
+  # The same reads on a second replica (same database and Redis) with its appointment cache
+  # off: every call a read transaction on the executor, what a cache miss costs.
+  start_service continuum-scheduling "scheduling-$backend-uncached" --database-url="$(url scheduling)" \
+    --redis-address="127.0.0.1:$redis_port" --appointment-cache-ttl=0s
+  for _ in 1 2; do
+    lg --scenario=get-appointment --label="$backend-uncached" --state="$state" --target="$svc_addr" \
+      --connections=4 --inflight=32 --duration="${rsecs}s"
+  done
+  stop_pid "$svc_pid"
   lg --scenario=search-slots --label="$backend" --state="$state" --target="$sched_addr" --connections=4 --inflight=32
 
   say "writes ($backend)"
