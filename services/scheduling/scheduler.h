@@ -27,6 +27,8 @@ class Scheduler {
     AppointmentCache* appointment_cache = nullptr;
   };
   Scheduler(db::Database& db, Clock& clock, Options options);
+  // Not `Options options = {}`: GCC 12 refuses a nested struct with member initializers as a
+  // default argument inside the enclosing class.
   Scheduler(db::Database& db, Clock& clock) : Scheduler(db, clock, Options()) {}
 
   using P = auth::Principal;

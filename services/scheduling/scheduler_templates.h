@@ -15,7 +15,7 @@ template <typename Resp>
 absl::StatusOr<Resp> Scheduler::Mutate(const P& p, const char* method, const std::string& request_id,
                                        const google::protobuf::Message& request,
                                        const std::function<absl::StatusOr<Resp>(SchedulingStore&)>& fn) {
-  std::vector<std::pair<std::string, std::string>> changed;  // appointments, of the last attempt
+  AppointmentKeys changed;  // by the last attempt
   absl::StatusOr<Resp> response =
       api::RunIdempotent<Resp>(db_, clock_, p.subject, method, request_id, request, [&](db::Tx& tx) {
         changed.clear();

@@ -45,11 +45,14 @@ struct Claim {
   absl::Time start, end;
 };
 
+// (clinic id, appointment id) of appointments a transaction changed.
+using AppointmentKeys = std::vector<std::pair<std::string, std::string>>;
+
 class SchedulingStore {
  public:
-  // `changed_appointments`, if given, collects "clinic/appointment" keys of the appointments
-  // this transaction changes (the caller drops them from its cache after the commit).
-  explicit SchedulingStore(db::Tx& tx, std::vector<std::pair<std::string, std::string>>* changed_appointments = nullptr)
+  // `changed_appointments`, if given, collects the appointments this transaction changes (the
+  // caller drops them from its cache after the commit).
+  explicit SchedulingStore(db::Tx& tx, AppointmentKeys* changed_appointments = nullptr)
       : tx_(tx), changed_appointments_(changed_appointments) {}
 
   // Clinics
@@ -145,7 +148,7 @@ class SchedulingStore {
 
  private:
   db::Tx& tx_;
-  std::vector<std::pair<std::string, std::string>>* changed_appointments_;
+  AppointmentKeys* changed_appointments_;
 };
 
 inline constexpr char kEventStream[] = "continuum:events:scheduling";
