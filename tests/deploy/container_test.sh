@@ -229,12 +229,25 @@ for svc in messaging session-record scheduling; do
   podman stop -t 30 "$name" >/dev/null || fail "podman stop $svc failed"
   took=$((SECONDS - t1))
   code="$(podman inspect -f '{{.State.ExitCode}}' "$name")"
-  logs="$(podman logs "$name" 2>&1)"
-  [ "$code" = 0 ] || { echo "$logs" | tail -20 >&2; fail "$svc exited with $code after SIGTERM (want 0)"; }
+  # The log goes to a file and grep reads the file (`echo "$logs" | grep -q` under pipefail can
+  # fail by SIGPIPE). conmon writes the k8s-file log asynchronously, so right after `podman
+  # stop` its last lines may not be there yet: the log is read again, for up to 10 s, until
+  # the three shutdown lines are in it (CI once saw scheduling's exit code 0 but no
+  # "received signal 15" in a log read at once).
+  log="$tmp/$svc.stop.log"
+  missing=""
+  for _ in $(seq 1 50); do
+    podman logs "$name" >"$log" 2>&1
+    missing=""
+    for want in "received signal 15" "shutting down, draining in-flight calls" ": stopped"; do
+      grep -q -- "$want" "$log" || missing="$want"
+    done
+    [ -z "$missing" ] && break
+    sleep 0.2
+  done
+  [ "$code" = 0 ] || { tail -20 "$log" >&2; fail "$svc exited with $code after SIGTERM (want 0)"; }
   [ "$took" -lt 25 ] || fail "$svc took $took s to stop (SIGTERM not handled? stop timeout is 30 s)"
-  echo "$logs" | grep -q "received signal 15" || fail "$svc log has no 'received signal 15'"
-  echo "$logs" | grep -q "shutting down, draining in-flight calls" || fail "$svc log has no drain message"
-  echo "$logs" | grep -q ": stopped" || fail "$svc log has no 'stopped'"
+  [ -z "$missing" ] || { cat "$log" >&2; fail "$svc log ($(wc -c <"$log") bytes, read for 10 s) has no '$missing'"; }
   say "$svc: SIGTERM -> drained, exit code 0 in ${took} s"
   podman rm "$name" >/dev/null
 done
