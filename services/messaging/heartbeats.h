@@ -3,8 +3,8 @@
 // A unary Heartbeat is a whole call plus a Redis round trip held on an executor thread; with
 // many clients heartbeating, both dominate (docs/perf: heartbeats at 0.14x of a bare ZADD).
 // On a stream a heartbeat is one message, and the batcher applies every heartbeat that
-// arrived while the previous batch was in Redis as one pipeline, so the round trips are
-// shared by all streams of the replica.
+// arrived while the previous batch was in Redis in one script call, so the round trip and
+// the script's per-call cost in Redis are shared by all streams of the replica.
 #pragma once
 
 #include <deque>

@@ -476,6 +476,54 @@ TEST_F(MessengerTest, PresenceGoesOfflineWhenEveryDeviceExpires) {
               IsError(kDenied, "NOT_ON_CARE_TEAM")) << "presence only for people sharing a care team";
 }
 
+// Heartbeats applied together (one script call for a batch) give each beat the answer it would
+// get on its own, in order, also for two devices of one person in one batch; a beat that fails
+// in Redis fails alone; and the batch works after Redis lost its scripts.
+TEST_F(MessengerTest, BatchedHeartbeatsAnswerEachBeatInOrderAndFailAlone) {
+  using Beat = PresenceStore::Beat;
+  const std::vector<std::string> c01 = {"c01"};
+  auto beats = presence_->HeartbeatMany({Beat{"a", c01, "phone", cv1::PRESENCE_STATUS_ONLINE, absl::Seconds(30)},
+                                         Beat{"b", c01, "laptop", cv1::PRESENCE_STATUS_AWAY, absl::Seconds(30)},
+                                         Beat{"a", c01, "laptop", cv1::PRESENCE_STATUS_DO_NOT_DISTURB, absl::Seconds(60)}});
+  ASSERT_EQ(beats.size(), 3u);
+  for (const auto& b : beats) ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(beats[0]->presence.person(), "people/a");
+  EXPECT_EQ(beats[0]->presence.status(), cv1::PRESENCE_STATUS_ONLINE);
+  EXPECT_EQ(beats[0]->previous, cv1::PRESENCE_STATUS_OFFLINE);
+  EXPECT_EQ(beats[1]->presence.person(), "people/b");
+  EXPECT_EQ(beats[1]->presence.status(), cv1::PRESENCE_STATUS_AWAY);
+  EXPECT_EQ(beats[2]->presence.status(), cv1::PRESENCE_STATUS_DO_NOT_DISTURB) << "the later beat sees the earlier one";
+  EXPECT_EQ(beats[2]->previous, cv1::PRESENCE_STATUS_ONLINE);
+  EXPECT_EQ(FromProto(beats[2]->presence.last_seen_time()), absl::FromUnixMillis(absl::ToUnixMillis(clock_.Now())));
+  auto clinics = presence_->Clinics();
+  ASSERT_TRUE(clinics.ok());
+  EXPECT_EQ(*clinics, c01) << "the sweep finds the clinic";
+
+  // A person whose devices key holds the wrong type: only that beat fails.
+  ASSERT_TRUE(redis_->Command({"SET", "continuum:presence:devices:broken", "not a hash"}).ok());
+  ASSERT_TRUE(redis_->Command({"SCRIPT", "FLUSH"}).ok());  // and Redis lost the script (a restart)
+  clock_.Advance(absl::Seconds(40));  // a's phone (30 s) has expired
+  beats = presence_->HeartbeatMany({Beat{"b", c01, "laptop", cv1::PRESENCE_STATUS_ONLINE, absl::Seconds(30)},
+                                    Beat{"broken", c01, "phone", cv1::PRESENCE_STATUS_ONLINE, absl::Seconds(30)},
+                                    Beat{"a", c01, "tablet", cv1::PRESENCE_STATUS_AWAY, absl::Seconds(30)}});
+  ASSERT_EQ(beats.size(), 3u);
+  ASSERT_TRUE(beats[0].ok()) << beats[0].status();
+  EXPECT_EQ(beats[0]->presence.status(), cv1::PRESENCE_STATUS_ONLINE);
+  EXPECT_EQ(beats[0]->previous, cv1::PRESENCE_STATUS_AWAY);
+  EXPECT_FALSE(beats[1].ok()) << "WRONGTYPE in Redis";
+  ASSERT_TRUE(beats[2].ok()) << beats[2].status();
+  EXPECT_EQ(beats[2]->presence.status(), cv1::PRESENCE_STATUS_DO_NOT_DISTURB) << "the laptop (60 s) is still alive";
+  auto a = presence_->Get("a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->status(), cv1::PRESENCE_STATUS_DO_NOT_DISTURB);
+  auto devices = redis_->Command({"HKEYS", "continuum:presence:devices:a"});
+  ASSERT_TRUE(devices.ok());
+  std::vector<std::string> names;
+  for (const auto& e : devices->elements) names.push_back(e.str);
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"laptop", "tablet"})) << "the expired phone is dropped";
+}
+
 TEST_F(MessengerTest, NotificationsFromEventsAreCreatedOnceAndRemindersFireAtTheirOffsets) {
   ev1::EventEnvelope booked;
   auto* a = booked.mutable_appointment_booked()->mutable_appointment();

@@ -30,7 +30,7 @@ class PresenceStore {
   // A heartbeat from one device; IN_SESSION is reserved to SetInSession.
   absl::StatusOr<PresenceUpdate> Heartbeat(const std::string& person_id, const std::vector<std::string>& clinics,
                                            const std::string& device, cv1::PresenceStatus status, absl::Duration ttl);
-  // Several heartbeats (of any people) in one Redis round trip; one result per beat, in order.
+  // Several heartbeats (of any people) in one Redis script call; one result per beat, in order.
   struct Beat {
     std::string person_id;
     std::vector<std::string> clinics;
