@@ -15,8 +15,20 @@ CREATE TABLE idempotency (
   CONSTRAINT idempotency_pk PRIMARY KEY (caller, method, request_id)
 );
 )sql"},
+      // Retention (see IdempotencyRetention) finds the oldest rows by creation time.
+      {2, "idempotency_created_index", R"sql(
+CREATE INDEX idempotency_created ON idempotency (create_time);
+)sql"},
   };
   return *kMigrations;
+}
+
+const db::RetentionRule& IdempotencyRetention() {
+  static const auto* const kRule = new db::RetentionRule{
+      "idempotency",
+      "DELETE FROM idempotency WHERE (caller, method, request_id) IN (SELECT caller, method, request_id"
+      " FROM idempotency WHERE create_time < $1 ORDER BY create_time LIMIT $2)"};
+  return *kRule;
 }
 
 absl::StatusOr<std::optional<Remembered>> Recall(db::Tx& tx, const std::string& caller, const std::string& method,

@@ -12,6 +12,7 @@
 #include "common/api/api.h"
 #include "common/db/database.h"
 #include "common/db/migrations.h"
+#include "common/db/retention.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 #include "common/time/clock.h"
@@ -20,6 +21,10 @@ namespace continuum::api {
 
 // Schema of the idempotency table; apply with db::ApplyMigrations(db, "idempotency", ...).
 const std::vector<db::Migration>& IdempotencyMigrations();
+
+// Which rows retention deletes: responses remembered before the cutoff. A retry that comes
+// later than the retention period is applied as a new request.
+const db::RetentionRule& IdempotencyRetention();
 
 struct Remembered {
   std::string request_hash;

@@ -64,8 +64,21 @@ ALTER TABLE outbox ADD COLUMN notify_channel TEXT NOT NULL DEFAULT '';
 DROP INDEX outbox_unsent;
 CREATE INDEX outbox_pending ON outbox (id) WHERE sent_time IS NULL;
 )sql"},
+      // Retention (see RetentionRule) finds the oldest rows by creation time.
+      {4, "outbox_created_index", R"sql(
+CREATE INDEX outbox_created ON outbox (create_time);
+)sql"},
   };
   return *kMigrations;
+}
+
+const db::RetentionRule& RetentionRule() {
+  // Sent rows only: an unsent event is kept however old it is, until a relay gets it through.
+  static const auto* const kRule = new db::RetentionRule{
+      "outbox",
+      "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE create_time < $1 AND sent_time IS NOT NULL"
+      " ORDER BY create_time LIMIT $2)"};
+  return *kRule;
 }
 
 absl::Status Enqueue(db::Tx& tx, const std::vector<Event>& events, absl::Time now) {

@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/db/database.h"
 #include "common/db/migrations.h"
+#include "common/db/retention.h"
 #include "common/redis/client.h"
 #include "common/time/clock.h"
 
@@ -33,6 +34,11 @@ struct Event {
   // happens once the transaction commits, even if this process dies first).
   std::string notify_channel;
 };
+
+// Which rows retention deletes: events sent and created before the cutoff. A consumer that
+// reads its stream later than that still gets the event from Redis (streams are trimmed by
+// length, not by the outbox).
+const db::RetentionRule& RetentionRule();
 
 // Call inside the transaction that makes the change.
 absl::Status Enqueue(db::Tx& tx, const Event& event, absl::Time now);

@@ -1,6 +1,8 @@
 #include "common/outbox/outbox.h"
 
+#include "common/api/idempotency.h"
 #include "common/db/migrations.h"
+#include "common/db/retention.h"
 #include "common/redis/streams.h"
 #include "common/redis/subscriber.h"
 #include "common/status/macros.h"
@@ -197,6 +199,52 @@ TEST_P(OutboxTest, RelayReadsOnlyUnsentRowsWhateverTheNumberSent) {
   ASSERT_TRUE(sent.ok()) << sent.status();
   EXPECT_EQ(*sent, 2);
   EXPECT_THAT(StreamIds(), ::testing::ElementsAre("a", "b"));
+}
+
+// Retention deletes, in batches, the events that were sent and created before the cutoff; an
+// unsent event stays however old it is, and newer ones stay. Likewise for remembered requests.
+TEST_P(OutboxTest, RetentionDeletesOldSentEventsAndOldRememberedRequestsOnly) {
+  ASSERT_TRUE(db::ApplyMigrations(*db_, "idempotency", api::IdempotencyMigrations()).ok());
+  auto remember = [&](const std::string& request_id) {
+    return db_->InTransaction([&](db::Tx& tx) {
+      return api::Remember(tx, "people/a", "Write", request_id, {"hash", "response"}, clock_.Now());
+    });
+  };
+  auto event_ids = [&] {
+    std::vector<std::string> ids;
+    auto rows = db_->Query("SELECT event_id FROM outbox ORDER BY id");
+    EXPECT_TRUE(rows.ok()) << rows.status();
+    if (rows.ok()) for (const auto& r : *rows) ids.push_back(r.Text(0));
+    return ids;
+  };
+  ASSERT_TRUE(EnqueueIds({"old1", "old2", "old3"}).ok());
+  ASSERT_EQ(*relay_->RelayOnce(), 3);
+  ASSERT_TRUE(EnqueueIds({"stuck"}).ok());  // old, never sent (Redis down, say)
+  ASSERT_TRUE(remember("r-old").ok());
+  clock_.Advance(absl::Hours(48));
+  ASSERT_TRUE(EnqueueIds({"new1"}).ok());
+  ASSERT_TRUE(remember("r-new").ok());
+  const absl::Time cutoff = clock_.Now() - absl::Hours(24);
+
+  auto deleted = db::Purge(*db_, RetentionRule(), cutoff, /*batch=*/2);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, 3) << "two batches: 2 + 1";
+  EXPECT_THAT(event_ids(), ::testing::ElementsAre("stuck", "new1"));
+  ASSERT_EQ(*relay_->RelayOnce(), 2) << "the old unsent event is still relayed";
+  EXPECT_THAT(StreamIds(), ::testing::ElementsAre("old1", "old2", "old3", "stuck", "new1"));
+  EXPECT_EQ(*db::Purge(*db_, RetentionRule(), cutoff), 1) << "now sent, the old one goes";
+  EXPECT_THAT(event_ids(), ::testing::ElementsAre("new1"));
+
+  deleted = db::Purge(*db_, api::IdempotencyRetention(), cutoff);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, 1);
+  ASSERT_TRUE(db_->InTransaction([&](db::Tx& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(auto old_one, api::Recall(tx, "people/a", "Write", "r-old"));
+    ASSIGN_OR_RETURN(auto new_one, api::Recall(tx, "people/a", "Write", "r-new"));
+    EXPECT_FALSE(old_one.has_value()) << "forgotten: a retry now is a new request";
+    EXPECT_TRUE(new_one.has_value());
+    return absl::OkStatus();
+  }, db::TxMode::kReadOnly).ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, OutboxTest, ::testing::Values("sqlite", "postgres"));

@@ -11,7 +11,9 @@
 #include "absl/strings/str_split.h"
 #include "common/api/api.h"
 #include "common/api/idempotency.h"
+#include "common/db/retention.h"
 #include "common/log/log.h"
+#include "common/status/macros.h"
 #include "common/time/clock.h"
 #include "spdlog/spdlog.h"
 
@@ -49,6 +51,13 @@ CommonConfig ReadCommonConfig(ConfigSource& source, const std::string& service, 
   std::string key_file = source.String("jwt-public-key-file", "", "PEM public key for RS256/ES256");
   c.log_level = source.String("log-level", "info", "trace, debug, info, warn, error");
   c.ready_file = source.String("ready-file", "", "write the bound addresses here once serving");
+  c.retention = source.Duration("retention", absl::Hours(24 * 7),
+                                "delete sent outbox events, remembered request ids and processed event ids "
+                                "older than this (at least 24h: request ids are promised for 24 hours); 0s keeps them");
+  if (c.retention > absl::ZeroDuration() && c.retention < absl::Hours(24)) {
+    source.AddError(absl::StrCat("--retention='", absl::FormatDuration(c.retention),
+                                 "' is below 24h, the time request ids are promised to be remembered (0s keeps everything)"));
+  }
   if (!secret_file.empty()) {
     auto secret = auth::ReadFile(secret_file);
     if (secret.ok()) {
@@ -116,8 +125,18 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
   rt.authenticator = std::make_unique<auth::Authenticator>(std::move(*verifier), RealClock::Get());
   rt.host = std::make_unique<ServiceHost>(def.binary, rt.config.server);
 
+  rt.retention = {outbox::RetentionRule(), api::IdempotencyRetention()};
   auto services = def.build(rt);
   if (!services.ok()) return fail(services.status());
+  if (rt.config.retention > absl::ZeroDuration()) {
+    rt.periodic.push_back({"retention", absl::Minutes(1), [&rt] {
+      for (const auto& rule : rt.retention) {
+        ASSIGN_OR_RETURN(int64_t n, db::Purge(*rt.db, rule, absl::Now() - rt.config.retention));
+        if (n > 0) spdlog::info("retention: deleted {} rows of {}", n, rule.table);
+      }
+      return absl::OkStatus();
+    }});
+  }
   for (auto& [service, health_name] : *services) rt.host->AddService(service.get(), health_name);
   if (auto s = rt.host->Start(); !s.ok()) return fail(s);
   rt.relay->Start();

@@ -28,6 +28,9 @@ struct CommonConfig {
   auth::JwtOptions jwt;
   std::string log_level;
   std::string ready_file;
+  // Housekeeping rows (sent outbox events, remembered request ids, processed event ids) older
+  // than this are deleted; zero keeps them forever.
+  absl::Duration retention = absl::Hours(24 * 7);
 };
 
 // Reads the options every service shares; problems are recorded in `source`.
@@ -55,6 +58,9 @@ struct Runtime {
     std::function<absl::Status()> run;
   };
   std::vector<Periodic> periodic;
+  // Tables whose old rows are deleted every minute per config.retention (the outbox and the
+  // idempotency table; a service adds its own).
+  std::vector<db::RetentionRule> retention;
   // Run on SIGTERM before the server drains (e.g. end open streams so clients reconnect
   // elsewhere), and after it has stopped (e.g. stop event consumers), in order.
   std::vector<std::function<void()>> before_drain, after_stop;

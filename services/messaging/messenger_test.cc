@@ -524,6 +524,27 @@ TEST_F(MessengerTest, BatchedHeartbeatsAnswerEachBeatInOrderAndFailAlone) {
   EXPECT_EQ(names, (std::vector<std::string>{"laptop", "tablet"})) << "the expired phone is dropped";
 }
 
+// Processed event ids are kept for the retention period, then forgotten; newer ones stay.
+TEST_F(MessengerTest, RetentionForgetsOnlyOldProcessedEventIds) {
+  auto first_time = [&](const std::string& id) {
+    absl::StatusOr<bool> first;
+    EXPECT_TRUE(db_->InTransaction([&](db::Tx& tx) -> absl::Status {
+      first = store::FirstTime(tx, id, clock_.Now());
+      return first.status();
+    }).ok());
+    return first.ok() && *first;
+  };
+  ASSERT_TRUE(first_time("e-old"));
+  clock_.Advance(absl::Hours(48));
+  ASSERT_TRUE(first_time("e-new"));
+  EXPECT_FALSE(first_time("e-old")) << "seen";
+  auto deleted = db::Purge(*db_, store::ProcessedEventsRetention(), clock_.Now() - absl::Hours(24));
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, 1);
+  EXPECT_FALSE(first_time("e-new")) << "newer than the cutoff: still seen";
+  EXPECT_TRUE(first_time("e-old")) << "forgotten";
+}
+
 TEST_F(MessengerTest, NotificationsFromEventsAreCreatedOnceAndRemindersFireAtTheirOffsets) {
   ev1::EventEnvelope booked;
   auto* a = booked.mutable_appointment_booked()->mutable_appointment();

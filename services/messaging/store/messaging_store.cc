@@ -338,6 +338,14 @@ absl::StatusOr<std::vector<StoredMessage>> MessagesCreatedBetween(db::Tx& tx, ab
   return out;
 }
 
+const db::RetentionRule& ProcessedEventsRetention() {
+  static const auto* const kRule = new db::RetentionRule{
+      "processed_events",
+      "DELETE FROM processed_events WHERE event_id IN (SELECT event_id FROM processed_events"
+      " WHERE process_time < $1 ORDER BY process_time LIMIT $2)"};
+  return *kRule;
+}
+
 absl::StatusOr<bool> FirstTime(db::Tx& tx, const std::string& event_id, absl::Time now) {
   ASSIGN_OR_RETURN(int64_t n, tx.Exec("INSERT INTO processed_events (event_id, process_time) VALUES ($1, $2)"
                                       " ON CONFLICT (event_id) DO NOTHING",

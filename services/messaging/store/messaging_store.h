@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/db/database.h"
+#include "common/db/retention.h"
 #include "continuum/messaging/v1/conversation.pb.h"
 #include "continuum/messaging/v1/escalation.pb.h"
 #include "continuum/messaging/v1/notification.pb.h"
@@ -109,5 +110,9 @@ absl::StatusOr<std::vector<StoredMessage>> MessagesCreatedBetween(db::Tx& tx, ab
 
 // Events: true the first time an event id is seen.
 absl::StatusOr<bool> FirstTime(db::Tx& tx, const std::string& event_id, absl::Time now);
+// Which rows retention deletes: event ids processed before the cutoff. Redelivery comes from
+// a consumer group's pending entries, claimed again within minutes, so an id older than the
+// retention period does not come back.
+const db::RetentionRule& ProcessedEventsRetention();
 
 }  // namespace continuum::messaging::store
