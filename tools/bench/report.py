@@ -370,7 +370,7 @@ def main():
   synchronous_commit on).
 - `heartbeat`: messaging `Heartbeat` of 256 people; `heartbeat-stream`: the same heartbeats as messages on
   `StreamHeartbeats` streams (32 per connection, one heartbeat in flight on each; the replica applies what arrives
-  on all streams as one Redis pipeline per batch); `deliver`: the therapist's `SendMessage` at a fixed rate, round
+  on all streams as one Redis script call per batch); `deliver`: the therapist's `SendMessage` at a fixed rate, round
   robin over 16 clients' conversations (or all into one), latency from each message's intended send time to its
   arrival on that client's live `Subscribe` stream.
 - `streams`: open `Subscribe` streams of distinct people on one messaging replica; its RSS and threads from /proc.
