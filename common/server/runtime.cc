@@ -129,9 +129,13 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
   auto services = def.build(rt);
   if (!services.ok()) return fail(services.status());
   if (rt.config.retention > absl::ZeroDuration()) {
-    rt.periodic.push_back({"retention", absl::Minutes(1), [&rt] {
+    // Short runs often: the housekeeping thread also runs the service's own tasks (messaging's
+    // escalation timers), so one run deletes at most 10 batches per table (a backlog after an
+    // upgrade is worked off over a few minutes), and up to 360,000 rows per table and minute.
+    rt.periodic.push_back({"retention", absl::Seconds(10), [&rt] {
       for (const auto& rule : rt.retention) {
-        ASSIGN_OR_RETURN(int64_t n, db::Purge(*rt.db, rule, absl::Now() - rt.config.retention));
+        ASSIGN_OR_RETURN(int64_t n, db::Purge(*rt.db, rule, absl::Now() - rt.config.retention, /*batch=*/1000,
+                                              /*max_batches=*/10));
         if (n > 0) spdlog::info("retention: deleted {} rows of {}", n, rule.table);
       }
       return absl::OkStatus();

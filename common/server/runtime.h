@@ -58,7 +58,7 @@ struct Runtime {
     std::function<absl::Status()> run;
   };
   std::vector<Periodic> periodic;
-  // Tables whose old rows are deleted every minute per config.retention (the outbox and the
+  // Tables whose old rows are deleted every 10 s per config.retention (the outbox and the
   // idempotency table; a service adds its own).
   std::vector<db::RetentionRule> retention;
   // Run on SIGTERM before the server drains (e.g. end open streams so clients reconnect
