@@ -131,7 +131,7 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
   if (rt.config.retention > absl::ZeroDuration()) {
     // Short runs often: the housekeeping thread also runs the service's own tasks (messaging's
     // escalation timers), so one run deletes at most 10 batches per table (a backlog after an
-    // upgrade is worked off over a few minutes), and up to 360,000 rows per table and minute.
+    // upgrade is worked off over several runs), that is up to 60,000 rows per table and minute.
     rt.periodic.push_back({"retention", absl::Seconds(10), [&rt] {
       for (const auto& rule : rt.retention) {
         ASSIGN_OR_RETURN(int64_t n, db::Purge(*rt.db, rule, absl::Now() - rt.config.retention, /*batch=*/1000,
