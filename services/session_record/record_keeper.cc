@@ -183,6 +183,11 @@ struct RecordKeeper::Change {
   }
 };
 
+WrittenRecord::WrittenRecord(v1::SessionRecord record)
+    : bytes_(std::make_shared<const std::string>(record.SerializeAsString())) {
+  record_ = std::make_shared<const v1::SessionRecord>(std::move(record));
+}
+
 absl::StatusOr<RecordKeeper::Relation> RecordKeeper::Relate(const P& p, const std::string& clinic_id,
                                                            const std::string& client_id,
                                                            const v1::SessionRecord* record) {
@@ -219,7 +224,7 @@ absl::Status RecordKeeper::Audit(const P& p, const std::string& clinic_id, const
   return db_.InTransaction([&](db::Tx& tx) { return AppendAudit(tx, clinic_id, e); }, db::TxMode::kReadWrite, 5);
 }
 
-absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::string& name, const char* action,
+absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string& name, const char* action,
                                                       const std::string& request_id, const std::string& etag,
                                                       const google::protobuf::Message& request,
                                                       const std::function<absl::Status(const Relation&)>& authorize,
@@ -265,7 +270,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
     // The new version, built from a given latest one: copy, apply, number, serialize.
     struct Next {
       std::shared_ptr<v1::SessionRecord> record;
-      std::string data;  // serialized, as stored
+      std::shared_ptr<std::string> data;  // serialized, as stored (and as answered)
       std::string reason;
       std::vector<events::v1::EventEnvelope> events;
     };
@@ -277,7 +282,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
       next.record->set_version(base.version() + 1);
       *next.record->mutable_update_time() = ToProto(now);
       next.record->set_etag(EtagOf(*next.record));
-      next.data = next.record->SerializeAsString();
+      next.data = std::make_shared<std::string>(next.record->SerializeAsString());
       next.reason = std::move(change.reason);
       next.events = std::move(change.events);
       return next;
@@ -296,6 +301,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
     }
     // The committed new version, for the response and the cache (the body may run more than once).
     std::shared_ptr<v1::SessionRecord> written;
+    std::shared_ptr<std::string> written_data;
     bool enqueued = false;  // the committed version put events in the outbox
     bool stale = false;     // the cached copy was not the latest: start over from the database
     // A retried request is answered from the version it wrote: the idempotency row holds its
@@ -317,6 +323,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
     auto result = api::RunIdempotent<v1::SessionRecord>(
         db_, clock_, p.subject, action, request_id, request, [&](db::Tx& tx) -> absl::StatusOr<v1::SessionRecord> {
           written = nullptr;
+          written_data = nullptr;
           enqueued = false;
           stale = false;
           ASSIGN_OR_RETURN(std::optional<int64_t> version, store::LatestVersion(tx, ids[0], ids[1]));
@@ -344,7 +351,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
           }
           const v1::SessionRecord& record = *next->record;
           RETURN_IF_ERROR(
-              store::AppendVersion(tx, ids[0], ids[1], record, p.subject, action, next->reason, &next->data));
+              store::AppendVersion(tx, ids[0], ids[1], record, p.subject, action, next->reason, next->data.get()));
           RETURN_IF_ERROR(AppendAudit(tx, ids[0],
                                       AuditOf(p, record.client(), name, action, FromProto(record.update_time()),
                                               absl::OkStatus(), request_id, next->reason)));
@@ -358,6 +365,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
                                             FromProto(record.update_time())));
           }
           written = next->record;
+          written_data = next->data;
           enqueued = !next->events.empty();
           // Only the version inside the writer; the whole record is copied out after commit.
           v1::SessionRecord committed;
@@ -372,11 +380,13 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::Write(const P& p, const std::str
     if (!result.ok()) return audited(result.status());
     // Only a write with events wakes the relay: its pass is a transaction of its own.
     if (enqueued && options_.on_commit) options_.on_commit();
-    if (!written || written->version() != result->version()) return result;  // answered from a retry's version
-    // Committed: later writes of this replica start from it without parsing it again.
-    v1::SessionRecord response = *written;
-    latest_.Put(ids[0], ids[1], std::move(written));
-    return response;
+    if (!written || written->version() != result->version()) {
+      return WrittenRecord(*std::move(result));  // answered from a retry's version
+    }
+    // Committed: later writes of this replica start from it without parsing it again, and the
+    // response is the stored bytes (no copy of the record, no second serialization).
+    latest_.Put(ids[0], ids[1], written);
+    return WrittenRecord(std::move(written), std::move(written_data));
   }
 }
 
@@ -600,7 +610,8 @@ absl::StatusOr<v1::UpdateChecklistResponse> RecordKeeper::UpdateChecklist(const 
     EvaluateChecklist(c.record, clinic.policy(), program ? &*program : nullptr);
     return absl::OkStatus();
   };
-  ASSIGN_OR_RETURN(v1::SessionRecord rec, Write(p, r.name(), "UpdateChecklist", r.request_id(), r.etag(), r, authorize, apply));
+  ASSIGN_OR_RETURN(WrittenRecord written, Write(p, r.name(), "UpdateChecklist", r.request_id(), r.etag(), r, authorize, apply));
+  const v1::SessionRecord& rec = written.record();
   v1::UpdateChecklistResponse out;
   *out.mutable_checklist() = rec.checklist();
   out.set_version(rec.version());
@@ -608,7 +619,7 @@ absl::StatusOr<v1::UpdateChecklistResponse> RecordKeeper::UpdateChecklist(const 
   return out;
 }
 
-absl::StatusOr<v1::SessionRecord> RecordKeeper::OverrideChecklist(const P& p, const v1::OverrideChecklistRequest& r) {
+absl::StatusOr<WrittenRecord> RecordKeeper::OverrideChecklist(const P& p, const v1::OverrideChecklistRequest& r) {
   if (r.reason().empty() || r.reason().size() > 2000) return InvalidField("reason", "required, 1-2000 characters");
   return Write(
       p, r.name(), "OverrideChecklist", r.request_id(), r.etag(), r,
@@ -631,7 +642,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::OverrideChecklist(const P& p, co
       });
 }
 
-absl::StatusOr<v1::SessionRecord> RecordKeeper::StartSession(const P& p, const v1::StartSessionRequest& r) {
+absl::StatusOr<WrittenRecord> RecordKeeper::StartSession(const P& p, const v1::StartSessionRequest& r) {
   auto apply = [&](Change& c) -> absl::Status {
     RETURN_IF_ERROR(RequireState(c.record, {v1::SessionRecord::STATE_DRAFT}, "start the session"));
     if (!c.record.checklist().passed() && !c.record.checklist().has_override()) {
@@ -673,7 +684,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::StartSession(const P& p, const v
 
 // ---------------------------------------------------------------------------- dosing
 
-absl::StatusOr<v1::SessionRecord> RecordKeeper::StartDoseAdministration(const P& p,
+absl::StatusOr<WrittenRecord> RecordKeeper::StartDoseAdministration(const P& p,
                                                                         const v1::StartDoseAdministrationRequest& r) {
   std::vector<FieldViolation> v;
   if (r.route() == cv1::DOSE_ROUTE_UNSPECIFIED) v.push_back({"route", "required"});
@@ -749,7 +760,7 @@ v1::DoseAdministration* FindAdministration(v1::SessionRecord& r, const std::stri
 }
 }  // namespace
 
-absl::StatusOr<v1::SessionRecord> RecordKeeper::ChangeDoseRate(const P& p, const v1::ChangeDoseRateRequest& r) {
+absl::StatusOr<WrittenRecord> RecordKeeper::ChangeDoseRate(const P& p, const v1::ChangeDoseRateRequest& r) {
   if (r.administration_id().empty()) return InvalidField("administration_id", "required");
   if (!(r.rate_mg_per_hour() > 0)) return InvalidField("rate_mg_per_hour", "required, > 0");
   return Write(p, r.name(), "ChangeDoseRate", r.request_id(), r.etag(), r, CareTeamOnly, [&](Change& c) -> absl::Status {
@@ -767,7 +778,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::ChangeDoseRate(const P& p, const
   });
 }
 
-absl::StatusOr<v1::SessionRecord> RecordKeeper::StopDoseAdministration(const P& p,
+absl::StatusOr<WrittenRecord> RecordKeeper::StopDoseAdministration(const P& p,
                                                                        const v1::StopDoseAdministrationRequest& r) {
   if (r.administration_id().empty()) return InvalidField("administration_id", "required");
   if (r.administered_dose_mg() < 0) return InvalidField("administered_dose_mg", "must not be negative");
@@ -799,7 +810,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::StopDoseAdministration(const P& 
 
 // ---------------------------------------------------------------------------- observations
 
-absl::StatusOr<v1::SessionRecord> RecordKeeper::RecordVitals(const P& p, const v1::RecordVitalsRequest& r) {
+absl::StatusOr<WrittenRecord> RecordKeeper::RecordVitals(const P& p, const v1::RecordVitalsRequest& r) {
   const auto& vs = r.vitals();
   std::vector<FieldViolation> v;
   if (vs.systolic_mmhg() != 0 && (vs.systolic_mmhg() < 40 || vs.systolic_mmhg() > 300)) v.push_back({"vitals.systolic_mmhg", "40-300"});
@@ -821,7 +832,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::RecordVitals(const P& p, const v
   });
 }
 
-absl::StatusOr<v1::SessionRecord> RecordKeeper::AddTimelineEntry(const P& p, const v1::AddTimelineEntryRequest& r) {
+absl::StatusOr<WrittenRecord> RecordKeeper::AddTimelineEntry(const P& p, const v1::AddTimelineEntryRequest& r) {
   if (r.entry().kind() == v1::TimelineEntry::KIND_UNSPECIFIED || r.entry().kind() == v1::TimelineEntry::KIND_ADDENDUM) {
     return InvalidField("entry.kind", "check-in, observation, client statement or intervention (addenda: AmendSessionRecord)");
   }
@@ -839,7 +850,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::AddTimelineEntry(const P& p, con
   });
 }
 
-absl::StatusOr<v1::SessionRecord> RecordKeeper::ReportAdverseEvent(const P& p, const v1::ReportAdverseEventRequest& r) {
+absl::StatusOr<WrittenRecord> RecordKeeper::ReportAdverseEvent(const P& p, const v1::ReportAdverseEventRequest& r) {
   if (r.adverse_event().severity() == v1::AdverseEvent::SEVERITY_UNSPECIFIED) {
     return InvalidField("adverse_event.severity", "required");
   }
@@ -864,7 +875,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::ReportAdverseEvent(const P& p, c
   });
 }
 
-absl::StatusOr<v1::SessionRecord> RecordKeeper::CompleteSession(const P& p, const v1::CompleteSessionRequest& r) {
+absl::StatusOr<WrittenRecord> RecordKeeper::CompleteSession(const P& p, const v1::CompleteSessionRequest& r) {
   auto apply = [&](Change& c) -> absl::Status {
     RETURN_IF_ERROR(RequireState(c.record, {v1::SessionRecord::STATE_IN_PROGRESS}, "complete the session"));
     if (const auto* running = Running(c.record)) {
@@ -897,7 +908,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::CompleteSession(const P& p, cons
 
 // ---------------------------------------------------------------------------- notes, signing
 
-absl::StatusOr<v1::SessionRecord> RecordKeeper::UpdateNote(const P& p, const v1::UpdateNoteRequest& r) {
+absl::StatusOr<WrittenRecord> RecordKeeper::UpdateNote(const P& p, const v1::UpdateNoteRequest& r) {
   if (r.note().kind() == v1::Note::KIND_UNSPECIFIED) return InvalidField("note.kind", "required: SESSION or INTEGRATION");
   if (r.note().text().size() > 20000) return InvalidField("note.text", "at most 20000 characters");
   return Write(p, r.name(), "UpdateNote", r.request_id(), r.etag(), r, CareTeamOnly, [&](Change& c) -> absl::Status {
@@ -912,7 +923,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::UpdateNote(const P& p, const v1:
   });
 }
 
-absl::StatusOr<v1::SessionRecord> RecordKeeper::SignSessionRecord(const P& p, const v1::SignSessionRecordRequest& r) {
+absl::StatusOr<WrittenRecord> RecordKeeper::SignSessionRecord(const P& p, const v1::SignSessionRecordRequest& r) {
   return Write(p, r.name(), "SignSessionRecord", r.request_id(), r.etag(), r,
                [](const Relation& who) {
                  if (who.care_team) return absl::OkStatus();
@@ -937,7 +948,7 @@ absl::StatusOr<v1::SessionRecord> RecordKeeper::SignSessionRecord(const P& p, co
   });
 }
 
-absl::StatusOr<v1::SessionRecord> RecordKeeper::AmendSessionRecord(const P& p, const v1::AmendSessionRecordRequest& r) {
+absl::StatusOr<WrittenRecord> RecordKeeper::AmendSessionRecord(const P& p, const v1::AmendSessionRecordRequest& r) {
   if (r.reason().empty() || r.reason().size() > 2000) return InvalidField("reason", "required, 1-2000 characters");
   if (!r.has_note() && r.addendum().empty()) return InvalidField("note", "give a new note, an addendum, or both");
   if (r.addendum().size() > 4000) return InvalidField("addendum", "at most 4000 characters");

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -22,6 +23,24 @@ namespace continuum::records {
 namespace cv1 = ::continuum::common::v1;
 using scheduling::SchedulingClient;
 
+// A committed version as a write produced it: the record and its bytes as stored, which are
+// also the bytes of a SessionRecord response. Both are shared (with the replica's cache of
+// latest versions), so answering a write copies neither the record nor serializes it again.
+class WrittenRecord {
+ public:
+  WrittenRecord(std::shared_ptr<const v1::SessionRecord> record, std::shared_ptr<const std::string> bytes)
+      : record_(std::move(record)), bytes_(std::move(bytes)) {}
+  explicit WrittenRecord(v1::SessionRecord record);  // serializes it
+  const v1::SessionRecord& record() const { return *record_; }
+  const std::string& bytes() const { return *bytes_; }
+  // A copy, for callers that keep the record (tests; the typed adapters).
+  operator v1::SessionRecord() const { return *record_; }  // NOLINT(google-explicit-constructor)
+
+ private:
+  std::shared_ptr<const v1::SessionRecord> record_;
+  std::shared_ptr<const std::string> bytes_;
+};
+
 class RecordKeeper {
  public:
   struct Options {
@@ -36,18 +55,18 @@ class RecordKeeper {
   absl::StatusOr<v1::ListSessionRecordVersionsResponse> ListSessionRecordVersions(
       const P& p, const v1::ListSessionRecordVersionsRequest& r);
   absl::StatusOr<v1::UpdateChecklistResponse> UpdateChecklist(const P& p, const v1::UpdateChecklistRequest& r);
-  absl::StatusOr<v1::SessionRecord> OverrideChecklist(const P& p, const v1::OverrideChecklistRequest& r);
-  absl::StatusOr<v1::SessionRecord> StartSession(const P& p, const v1::StartSessionRequest& r);
-  absl::StatusOr<v1::SessionRecord> StartDoseAdministration(const P& p, const v1::StartDoseAdministrationRequest& r);
-  absl::StatusOr<v1::SessionRecord> ChangeDoseRate(const P& p, const v1::ChangeDoseRateRequest& r);
-  absl::StatusOr<v1::SessionRecord> StopDoseAdministration(const P& p, const v1::StopDoseAdministrationRequest& r);
-  absl::StatusOr<v1::SessionRecord> RecordVitals(const P& p, const v1::RecordVitalsRequest& r);
-  absl::StatusOr<v1::SessionRecord> AddTimelineEntry(const P& p, const v1::AddTimelineEntryRequest& r);
-  absl::StatusOr<v1::SessionRecord> ReportAdverseEvent(const P& p, const v1::ReportAdverseEventRequest& r);
-  absl::StatusOr<v1::SessionRecord> CompleteSession(const P& p, const v1::CompleteSessionRequest& r);
-  absl::StatusOr<v1::SessionRecord> UpdateNote(const P& p, const v1::UpdateNoteRequest& r);
-  absl::StatusOr<v1::SessionRecord> SignSessionRecord(const P& p, const v1::SignSessionRecordRequest& r);
-  absl::StatusOr<v1::SessionRecord> AmendSessionRecord(const P& p, const v1::AmendSessionRecordRequest& r);
+  absl::StatusOr<WrittenRecord> OverrideChecklist(const P& p, const v1::OverrideChecklistRequest& r);
+  absl::StatusOr<WrittenRecord> StartSession(const P& p, const v1::StartSessionRequest& r);
+  absl::StatusOr<WrittenRecord> StartDoseAdministration(const P& p, const v1::StartDoseAdministrationRequest& r);
+  absl::StatusOr<WrittenRecord> ChangeDoseRate(const P& p, const v1::ChangeDoseRateRequest& r);
+  absl::StatusOr<WrittenRecord> StopDoseAdministration(const P& p, const v1::StopDoseAdministrationRequest& r);
+  absl::StatusOr<WrittenRecord> RecordVitals(const P& p, const v1::RecordVitalsRequest& r);
+  absl::StatusOr<WrittenRecord> AddTimelineEntry(const P& p, const v1::AddTimelineEntryRequest& r);
+  absl::StatusOr<WrittenRecord> ReportAdverseEvent(const P& p, const v1::ReportAdverseEventRequest& r);
+  absl::StatusOr<WrittenRecord> CompleteSession(const P& p, const v1::CompleteSessionRequest& r);
+  absl::StatusOr<WrittenRecord> UpdateNote(const P& p, const v1::UpdateNoteRequest& r);
+  absl::StatusOr<WrittenRecord> SignSessionRecord(const P& p, const v1::SignSessionRecordRequest& r);
+  absl::StatusOr<WrittenRecord> AmendSessionRecord(const P& p, const v1::AmendSessionRecordRequest& r);
   absl::StatusOr<v1::JournalEntry> CreateJournalEntry(const P& p, const v1::CreateJournalEntryRequest& r);
   absl::StatusOr<v1::ListJournalEntriesResponse> ListJournalEntries(const P& p, const v1::ListJournalEntriesRequest& r);
   absl::StatusOr<v1::ListAuditEntriesResponse> ListAuditEntries(const P& p, const v1::ListAuditEntriesRequest& r);
@@ -70,7 +89,7 @@ class RecordKeeper {
   absl::StatusOr<Relation> Relate(const P& p, const std::string& clinic_id, const std::string& client_id,
                                   const v1::SessionRecord* record);
   // The write pipeline shared by every record mutation.
-  absl::StatusOr<v1::SessionRecord> Write(const P& p, const std::string& name, const char* action,
+  absl::StatusOr<WrittenRecord> Write(const P& p, const std::string& name, const char* action,
                                           const std::string& request_id, const std::string& etag,
                                           const google::protobuf::Message& request,
                                           const std::function<absl::Status(const Relation&)>& authorize,

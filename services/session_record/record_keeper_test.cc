@@ -238,7 +238,7 @@ TEST_F(RecordKeeperTest, MedicineSessionWalksFromChecklistToSignedNoteThroughEve
   stop.set_name(name);
   stop.set_administration_id(dosed->dose_administrations(0).administration_id());
   stop.set_request_id(Rid());
-  auto stopped = keeper_->StopDoseAdministration(therapist_, stop);
+  absl::StatusOr<v1::SessionRecord> stopped = keeper_->StopDoseAdministration(therapist_, stop);
   ASSERT_TRUE(stopped.ok()) << stopped.status();
   EXPECT_EQ(FromProto(stopped->earliest_complete_time()), clock_.Now() + absl::Hours(2));
   // Over the session total of 60 mg: refused, then overridden by the clinician with a reason.
@@ -290,7 +290,7 @@ TEST_F(RecordKeeperTest, MedicineSessionWalksFromChecklistToSignedNoteThroughEve
   sign.set_request_id(Rid());
   EXPECT_THAT(keeper_->SignSessionRecord(outsider_, sign), IsError(kDenied, "NOT_ON_CARE_TEAM"));
   sign.set_request_id(Rid());
-  auto signed_rec = keeper_->SignSessionRecord(clinician_, sign);
+  absl::StatusOr<v1::SessionRecord> signed_rec = keeper_->SignSessionRecord(clinician_, sign);
   ASSERT_TRUE(signed_rec.ok()) << signed_rec.status();
   EXPECT_EQ(signed_rec->state(), v1::SessionRecord::STATE_SIGNED);
   note.set_request_id(Rid());
@@ -304,7 +304,7 @@ TEST_F(RecordKeeperTest, MedicineSessionWalksFromChecklistToSignedNoteThroughEve
   amend.set_reason("dose time corrected");
   amend.set_addendum("Second dose started at 10:40, not 10:35.");
   amend.set_request_id(Rid());
-  auto amended = keeper_->AmendSessionRecord(therapist_, amend);
+  absl::StatusOr<v1::SessionRecord> amended = keeper_->AmendSessionRecord(therapist_, amend);
   ASSERT_TRUE(amended.ok()) << amended.status();
   EXPECT_EQ(amended->version(), signed_rec->version() + 1);
   EXPECT_EQ(amended->state(), v1::SessionRecord::STATE_SIGNED);
@@ -351,7 +351,7 @@ TEST_F(RecordKeeperTest, SelfGuidedSessionNeedsSitterAndClinicianMayOverrideWith
   o.set_request_id(Rid());
   EXPECT_THAT(keeper_->OverrideChecklist(therapist_, o), IsError(kDenied, "OVERRIDE_REQUIRES_CLINICIAN"));
   o.set_request_id(Rid());
-  auto overridden = keeper_->OverrideChecklist(clinician_, o);
+  absl::StatusOr<v1::SessionRecord> overridden = keeper_->OverrideChecklist(clinician_, o);
   ASSERT_TRUE(overridden.ok()) << overridden.status();
   EXPECT_THAT(overridden->checklist().override().failing_items(),
               ::testing::Contains(Item::KIND_CONSENT_ACTIVE));
@@ -504,8 +504,8 @@ TEST_F(RecordKeeperTest, RetriedWriteIsAppliedOnceAndStaleEtagIsRefused) {
   tl.mutable_entry()->set_kind(v1::TimelineEntry::KIND_CHECK_IN);
   tl.mutable_entry()->set_text("arrived");
   tl.set_request_id("same");
-  auto first = keeper_->AddTimelineEntry(therapist_, tl);
-  auto retry = keeper_->AddTimelineEntry(therapist_, tl);
+  absl::StatusOr<v1::SessionRecord> first = keeper_->AddTimelineEntry(therapist_, tl);
+  absl::StatusOr<v1::SessionRecord> retry = keeper_->AddTimelineEntry(therapist_, tl);
   ASSERT_TRUE(first.ok() && retry.ok());
   EXPECT_EQ(first->version(), retry->version());
   EXPECT_EQ(retry->timeline_size(), 1);
@@ -521,9 +521,9 @@ TEST_F(RecordKeeperTest, RetriedWriteIsAppliedOnceAndStaleEtagIsRefused) {
   // stale, and it still gets the first answer (the whole record of the version it wrote).
   note.set_etag(first->etag());
   note.set_request_id("note-once");
-  auto noted = keeper_->UpdateNote(therapist_, note);
+  absl::StatusOr<v1::SessionRecord> noted = keeper_->UpdateNote(therapist_, note);
   ASSERT_TRUE(noted.ok()) << noted.status();
-  auto noted_again = keeper_->UpdateNote(therapist_, note);
+  absl::StatusOr<v1::SessionRecord> noted_again = keeper_->UpdateNote(therapist_, note);
   ASSERT_TRUE(noted_again.ok()) << noted_again.status();
   EXPECT_EQ(noted_again->SerializeAsString(), noted->SerializeAsString());
   EXPECT_EQ(noted_again->timeline_size(), 1);
@@ -537,7 +537,7 @@ TEST_F(RecordKeeperTest, AReplicasCachedCopyNeverHidesAnotherReplicasWrite) {
   auto rec = Create("med1", therapist_);
   ASSERT_TRUE(rec.ok()) << rec.status();
   RecordKeeper other(*db_, clock_, scheduling_);
-  auto add = [&](RecordKeeper& keeper, const std::string& text) {
+  auto add = [&](RecordKeeper& keeper, const std::string& text) -> absl::StatusOr<v1::SessionRecord> {
     v1::AddTimelineEntryRequest tl;
     tl.set_name(rec->name());
     tl.mutable_entry()->set_kind(v1::TimelineEntry::KIND_OBSERVATION);

@@ -20,7 +20,23 @@ inline constexpr char kHealthName[] = "continuum.records.v1.SessionRecordService
 
 namespace v1 = ::continuum::records::v1;
 
-class SessionRecordServiceImpl final : public v1::SessionRecordService::CallbackService {
+// The record writes answer with the new version's stored bytes (see
+// CONTINUUM_UNARY_PRESERIALIZED): their methods are marked raw.
+using SessionRecordServiceBase = v1::SessionRecordService::WithRawCallbackMethod_OverrideChecklist<
+    v1::SessionRecordService::WithRawCallbackMethod_StartSession<
+    v1::SessionRecordService::WithRawCallbackMethod_StartDoseAdministration<
+    v1::SessionRecordService::WithRawCallbackMethod_ChangeDoseRate<
+    v1::SessionRecordService::WithRawCallbackMethod_StopDoseAdministration<
+    v1::SessionRecordService::WithRawCallbackMethod_RecordVitals<
+    v1::SessionRecordService::WithRawCallbackMethod_AddTimelineEntry<
+    v1::SessionRecordService::WithRawCallbackMethod_ReportAdverseEvent<
+    v1::SessionRecordService::WithRawCallbackMethod_CompleteSession<
+    v1::SessionRecordService::WithRawCallbackMethod_UpdateNote<
+    v1::SessionRecordService::WithRawCallbackMethod_SignSessionRecord<
+    v1::SessionRecordService::WithRawCallbackMethod_AmendSessionRecord<
+    v1::SessionRecordService::CallbackService>>>>>>>>>>>>;
+
+class SessionRecordServiceImpl final : public SessionRecordServiceBase {
  public:
   SessionRecordServiceImpl(records::RecordKeeper& keeper, const auth::Authenticator& authenticator,
                            BoundedExecutor& executor)
@@ -32,18 +48,18 @@ class SessionRecordServiceImpl final : public v1::SessionRecordService::Callback
   CONTINUUM_UNARY(ListSessionRecordVersions, v1::ListSessionRecordVersionsRequest,
                   v1::ListSessionRecordVersionsResponse)
   CONTINUUM_UNARY(UpdateChecklist, v1::UpdateChecklistRequest, v1::UpdateChecklistResponse)
-  CONTINUUM_UNARY(OverrideChecklist, v1::OverrideChecklistRequest, v1::SessionRecord)
-  CONTINUUM_UNARY(StartSession, v1::StartSessionRequest, v1::SessionRecord)
-  CONTINUUM_UNARY(StartDoseAdministration, v1::StartDoseAdministrationRequest, v1::SessionRecord)
-  CONTINUUM_UNARY(ChangeDoseRate, v1::ChangeDoseRateRequest, v1::SessionRecord)
-  CONTINUUM_UNARY(StopDoseAdministration, v1::StopDoseAdministrationRequest, v1::SessionRecord)
-  CONTINUUM_UNARY(RecordVitals, v1::RecordVitalsRequest, v1::SessionRecord)
-  CONTINUUM_UNARY(AddTimelineEntry, v1::AddTimelineEntryRequest, v1::SessionRecord)
-  CONTINUUM_UNARY(ReportAdverseEvent, v1::ReportAdverseEventRequest, v1::SessionRecord)
-  CONTINUUM_UNARY(CompleteSession, v1::CompleteSessionRequest, v1::SessionRecord)
-  CONTINUUM_UNARY(UpdateNote, v1::UpdateNoteRequest, v1::SessionRecord)
-  CONTINUUM_UNARY(SignSessionRecord, v1::SignSessionRecordRequest, v1::SessionRecord)
-  CONTINUUM_UNARY(AmendSessionRecord, v1::AmendSessionRecordRequest, v1::SessionRecord)
+  CONTINUUM_UNARY_PRESERIALIZED(OverrideChecklist, v1::OverrideChecklistRequest)
+  CONTINUUM_UNARY_PRESERIALIZED(StartSession, v1::StartSessionRequest)
+  CONTINUUM_UNARY_PRESERIALIZED(StartDoseAdministration, v1::StartDoseAdministrationRequest)
+  CONTINUUM_UNARY_PRESERIALIZED(ChangeDoseRate, v1::ChangeDoseRateRequest)
+  CONTINUUM_UNARY_PRESERIALIZED(StopDoseAdministration, v1::StopDoseAdministrationRequest)
+  CONTINUUM_UNARY_PRESERIALIZED(RecordVitals, v1::RecordVitalsRequest)
+  CONTINUUM_UNARY_PRESERIALIZED(AddTimelineEntry, v1::AddTimelineEntryRequest)
+  CONTINUUM_UNARY_PRESERIALIZED(ReportAdverseEvent, v1::ReportAdverseEventRequest)
+  CONTINUUM_UNARY_PRESERIALIZED(CompleteSession, v1::CompleteSessionRequest)
+  CONTINUUM_UNARY_PRESERIALIZED(UpdateNote, v1::UpdateNoteRequest)
+  CONTINUUM_UNARY_PRESERIALIZED(SignSessionRecord, v1::SignSessionRecordRequest)
+  CONTINUUM_UNARY_PRESERIALIZED(AmendSessionRecord, v1::AmendSessionRecordRequest)
   CONTINUUM_UNARY(CreateJournalEntry, v1::CreateJournalEntryRequest, v1::JournalEntry)
   CONTINUUM_UNARY(ListJournalEntries, v1::ListJournalEntriesRequest, v1::ListJournalEntriesResponse)
   CONTINUUM_UNARY(ListAuditEntries, v1::ListAuditEntriesRequest, v1::ListAuditEntriesResponse)

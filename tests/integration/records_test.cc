@@ -6,6 +6,8 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "common/db/database.h"
 #include "common/redis/client.h"
 #include "common/redis/streams.h"
@@ -162,6 +164,54 @@ TEST_F(RecordsBinaryTest, MedicineSessionFromChecklistToSignedNoteAcrossBothServ
   ASSERT_TRUE(CallWith(platform_.rec.get(), &R::VerifyAuditChain, platform_.admin, verify, &verdict).ok());
   EXPECT_FALSE(verdict.ok());
   EXPECT_EQ(verdict.first_broken_entry().sequence(), 5);
+}
+
+// Record writes answer with the version's bytes as stored (their methods are raw on the
+// server): the answer must be the same record a read returns, and bytes that are not a request
+// are refused as the caller's error, not the server's.
+TEST_F(RecordsBinaryTest, WritesAnswerWithTheStoredVersionAndRefuseMalformedRequests) {
+  rv1::AddTimelineEntryRequest add;
+  add.set_name(record_.name());
+  add.mutable_entry()->set_kind(rv1::TimelineEntry::KIND_OBSERVATION);
+  add.mutable_entry()->set_text("calm, eyes closed");
+  add.set_request_id("observe-1");
+  rv1::SessionRecord written;
+  ASSERT_TRUE(CallWith(platform_.rec.get(), &R::AddTimelineEntry, platform_.therapist, add, &written).ok());
+  EXPECT_EQ(written.version(), record_.version() + 1);
+  ASSERT_EQ(written.timeline_size(), 1);
+  EXPECT_EQ(written.timeline(0).text(), "calm, eyes closed");
+  rv1::GetSessionRecordRequest get;
+  get.set_name(record_.name());
+  rv1::SessionRecord read;
+  ASSERT_TRUE(CallWith(platform_.rec.get(), &R::GetSessionRecord, platform_.therapist, get, &read).ok());
+  EXPECT_EQ(written.SerializeAsString(), read.SerializeAsString());
+  // The retry is answered from the stored version: the same bytes again.
+  rv1::SessionRecord retried;
+  ASSERT_TRUE(CallWith(platform_.rec.get(), &R::AddTimelineEntry, platform_.therapist, add, &retried).ok());
+  EXPECT_EQ(retried.SerializeAsString(), written.SerializeAsString());
+
+  auto channel = grpc::CreateChannel(platform_.records->address(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub generic(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  ctx.AddMetadata("authorization", "Bearer " + platform_.therapist);
+  const std::string garbage = "\xff\xff\xff\xff not a protobuf message";
+  grpc::Slice slice(garbage);
+  grpc::ByteBuffer request(&slice, 1), response;
+  absl::Notification done;
+  grpc::Status status;
+  generic.UnaryCall(&ctx, "/continuum.records.v1.SessionRecordService/AddTimelineEntry", grpc::StubOptions(),
+                    &request, &response, [&](grpc::Status s) {
+                      status = std::move(s);
+                      done.Notify();
+                    });
+  done.WaitForNotification();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_EQ(ReasonOf(status), "MALFORMED_REQUEST");
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("continuum.records.v1.AddTimelineEntryRequest"));
+  // Nothing was written by it, and the server still answers.
+  ASSERT_TRUE(CallWith(platform_.rec.get(), &R::GetSessionRecord, platform_.therapist, get, &read).ok());
+  EXPECT_EQ(read.version(), written.version());
 }
 
 TEST_F(RecordsBinaryTest, NothingAcknowledgedIsLostAcrossRepeatedSigkill) {
