@@ -48,8 +48,8 @@ inline absl::Status ParseRequest(const grpc::ByteBuffer& bytes, google::protobuf
   grpc::ByteBuffer shared(bytes);  // shares the slices; the reader consumes its own buffer
   grpc::ProtoBufferReader reader(&shared);
   if (!reader.status().ok() || !request.ParseFromZeroCopyStream(&reader)) {
-    return MakeError(absl::StatusCode::kInvalidArgument, "MALFORMED_REQUEST",
-                     absl::StrCat("the request is not a valid ", request.GetTypeName(), " message"));
+    return InvalidField("(request)", absl::StrCat("the bytes are not a valid ", request.GetTypeName(),
+                                                  " message; send the message of this method"));
   }
   return absl::OkStatus();
 }

@@ -207,7 +207,7 @@ TEST_F(RecordsBinaryTest, WritesAnswerWithTheStoredVersionAndRefuseMalformedRequ
                     });
   done.WaitForNotification();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
-  EXPECT_EQ(ReasonOf(status), "MALFORMED_REQUEST");
+  EXPECT_EQ(ReasonOf(status), "INVALID_FIELD");
   EXPECT_THAT(status.error_message(), ::testing::HasSubstr("continuum.records.v1.AddTimelineEntryRequest"));
   // Nothing was written by it, and the server still answers.
   ASSERT_TRUE(CallWith(platform_.rec.get(), &R::GetSessionRecord, platform_.therapist, get, &read).ok());
