@@ -1,6 +1,7 @@
 #include "services/session_record/record_keeper.h"
 
 #include <algorithm>
+#include <atomic>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -241,9 +242,19 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
   // happens before the transaction and must not happen twice.
   std::shared_ptr<const v1::SessionRecord> current;
   bool unchecked = false;  // `current` came from the cache and is not yet compared with the database
+  // The cached copy is taken out of the cache; when this write is then its only holder, it is
+  // turned into the next version in place: no copy of the whole record, and no old version
+  // left to free (together about 8% of session-record's CPU per write with 40-entry records).
+  // It goes back into the cache when that version commits; if the write fails it is dropped.
+  std::shared_ptr<v1::SessionRecord> owned;
   if (!side_effect) {
-    current = latest_.FindAny(ids[0], ids[1]);
+    current = latest_.Take(ids[0], ids[1]);
     unchecked = current != nullptr;
+    if (current && current.use_count() == 1) {
+      std::atomic_thread_fence(std::memory_order_acquire);  // after the last other holder's reads
+      // Cached records are never const objects (see store::GetLatest and `build` below).
+      owned = std::const_pointer_cast<v1::SessionRecord>(current);
+    }
   }
   for (;;) {  // at most twice: from the cache, then from the database
     if (!unchecked) {
@@ -262,6 +273,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
     if (absl::Status s = authorize(who); !s.ok()) {
       if (unchecked) {  // refused on the cached copy: decide on the latest
         unchecked = false;
+        owned.reset();
         continue;
       }
       return audited(s);
@@ -274,12 +286,14 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
       std::string reason;
       std::vector<events::v1::EventEnvelope> events;
     };
-    auto build = [&](const v1::SessionRecord& base) -> absl::StatusOr<Next> {
-      Next next{std::make_shared<v1::SessionRecord>(base)};
+    // `build_from` changes the record it is given (a copy, or the owned cached one).
+    auto build_from = [&](std::shared_ptr<v1::SessionRecord> record) -> absl::StatusOr<Next> {
+      Next next{std::move(record)};
+      const int64_t base_version = next.record->version();
       absl::Time now = clock_.Now();
       Change change{p, who, *next.record, now};
       RETURN_IF_ERROR(apply(change));
-      next.record->set_version(base.version() + 1);
+      next.record->set_version(base_version + 1);
       *next.record->mutable_update_time() = ToProto(now);
       next.record->set_etag(EtagOf(*next.record));
       next.data = std::make_shared<std::string>(next.record->SerializeAsString());
@@ -287,6 +301,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
       next.events = std::move(change.events);
       return next;
     };
+    auto build = [&](const v1::SessionRecord& base) { return build_from(std::make_shared<v1::SessionRecord>(base)); };
     // Built here, outside the transaction: on SQLite every write transaction runs on the one
     // writer (see common/db group commit), so copying and serializing a large record inside it
     // made writes to different records wait for each other. The transaction uses it when the
@@ -294,7 +309,10 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
     // A refusal is returned from inside the transaction, after the idempotency check, so that
     // the retry of a write that succeeded gets its answer, not the rule its own success now
     // breaks. Only a side effect in scheduling waits for the rules first.
-    absl::StatusOr<Next> prepared = build(*current);
+    const int64_t base_version = current->version();  // `current` itself changes when owned
+    absl::StatusOr<Next> prepared =
+        owned && owned == current ? build_from(std::move(owned)) : build(*current);
+    owned.reset();
     if (side_effect) {
       if (!prepared.ok()) return audited(prepared.status());
       if (absl::Status s = side_effect(*current); !s.ok()) return audited(s);
@@ -335,7 +353,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
           }
           const Next* next = nullptr;
           absl::StatusOr<Next> rebuilt;
-          if (*version == current->version()) {
+          if (*version == base_version) {
             RETURN_IF_ERROR(prepared.status());
             next = &*prepared;
           } else if (unchecked) {

@@ -516,6 +516,13 @@ TEST_F(RecordKeeperTest, RetriedWriteIsAppliedOnceAndStaleEtagIsRefused) {
   note.set_etag(rec->etag());  // version 1: stale now
   note.set_request_id(Rid());
   EXPECT_THAT(keeper_->UpdateNote(therapist_, note), IsError(absl::StatusCode::kAborted, "ETAG_MISMATCH"));
+  // That write was built on this replica's cached copy (in place) before the transaction
+  // refused it: neither the database nor the cache keeps a trace of it.
+  v1::GetSessionRecordRequest get;
+  get.set_name(rec->name());
+  absl::StatusOr<v1::SessionRecord> after_refusal = keeper_->GetSessionRecord(therapist_, get);
+  ASSERT_TRUE(after_refusal.ok()) << after_refusal.status();
+  EXPECT_EQ(after_refusal->SerializeAsString(), first->SerializeAsString());
 
   // A write made with the current etag, retried after it succeeded: the retry's etag is now
   // stale, and it still gets the first answer (the whole record of the version it wrote).
@@ -526,6 +533,7 @@ TEST_F(RecordKeeperTest, RetriedWriteIsAppliedOnceAndStaleEtagIsRefused) {
   absl::StatusOr<v1::SessionRecord> noted_again = keeper_->UpdateNote(therapist_, note);
   ASSERT_TRUE(noted_again.ok()) << noted_again.status();
   EXPECT_EQ(noted_again->SerializeAsString(), noted->SerializeAsString());
+  EXPECT_EQ(noted->version(), first->version() + 1);
   EXPECT_EQ(noted_again->timeline_size(), 1);
   EXPECT_EQ(noted_again->note().text(), "x");
 }

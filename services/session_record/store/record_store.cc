@@ -31,6 +31,16 @@ std::shared_ptr<const v1::SessionRecord> LatestRecords::FindAny(const std::strin
   return it == records_.end() ? nullptr : it->second;
 }
 
+std::shared_ptr<const v1::SessionRecord> LatestRecords::Take(const std::string& clinic_id,
+                                                             const std::string& record_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = records_.find(CacheKey(clinic_id, record_id));
+  if (it == records_.end()) return nullptr;
+  std::shared_ptr<const v1::SessionRecord> taken = std::move(it->second);
+  records_.erase(it);
+  return taken;
+}
+
 void LatestRecords::Put(const std::string& clinic_id, const std::string& record_id,
                         std::shared_ptr<const v1::SessionRecord> record) {
   std::string key = CacheKey(clinic_id, record_id);
@@ -64,7 +74,8 @@ absl::StatusOr<std::shared_ptr<const v1::SessionRecord>> GetLatest(db::Tx& tx, L
   ASSIGN_OR_RETURN(auto parsed, GetRecord(tx, clinic_id, record_id, version));
   if (!parsed) return absl::DataLossError(absl::StrCat("record ", record_id, " names version ", version,
                                                        " as its latest, and that version is missing"));
-  auto record = std::make_shared<const v1::SessionRecord>(std::move(*parsed));
+  // Not a const object: a writer holding the only reference may change it in place (Take).
+  std::shared_ptr<const v1::SessionRecord> record = std::make_shared<v1::SessionRecord>(std::move(*parsed));
   if (committed_read) cache.Put(clinic_id, record_id, record);
   return record;
 }
