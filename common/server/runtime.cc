@@ -15,6 +15,8 @@
 #include "common/log/log.h"
 #include "common/status/macros.h"
 #include "common/time/clock.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
 #include "spdlog/spdlog.h"
 
 namespace continuum {
@@ -132,10 +134,20 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
     // Short runs often: the housekeeping thread also runs the service's own tasks (messaging's
     // escalation timers), so one run deletes at most 10 batches per table (a backlog after an
     // upgrade is worked off over several runs), that is up to 60,000 rows per table and minute.
-    rt.periodic.push_back({"retention", absl::Seconds(10), [&rt] {
-      for (const auto& rule : rt.retention) {
+    // Rows deleted per table, so operators can see retention working (or a table it cannot
+    // keep up with) without reading logs. Every table is listed from the start, at 0.
+    auto& deleted = prometheus::BuildCounter()
+                        .Name("continuum_retention_deleted_rows_total")
+                        .Help("Rows deleted by retention (--retention), by table.")
+                        .Register(rt.host->metrics());
+    std::vector<prometheus::Counter*> counters;
+    for (const auto& rule : rt.retention) counters.push_back(&deleted.Add({{"table", rule.table}}));
+    rt.periodic.push_back({"retention", absl::Seconds(10), [&rt, counters] {
+      for (size_t i = 0; i < rt.retention.size(); ++i) {
+        const auto& rule = rt.retention[i];
         ASSIGN_OR_RETURN(int64_t n, db::Purge(*rt.db, rule, absl::Now() - rt.config.retention, /*batch=*/1000,
                                               /*max_batches=*/10));
+        counters[i]->Increment(static_cast<double>(n));
         if (n > 0) spdlog::info("retention: deleted {} rows of {}", n, rule.table);
       }
       return absl::OkStatus();

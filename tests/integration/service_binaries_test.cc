@@ -117,6 +117,9 @@ TEST_P(ServiceBinaryTest, ServesHealthReflectionAndMetrics) {
   EXPECT_THAT(metrics, HasSubstr("grpc_server_handled_total{"));
   EXPECT_THAT(metrics, HasSubstr("grpc_method=\"Check\""));
   EXPECT_THAT(metrics, HasSubstr("grpc_server_handling_seconds_bucket"));
+  // Retention's counters are there from the start, one per table, before anything is deleted.
+  EXPECT_THAT(metrics, HasSubstr("continuum_retention_deleted_rows_total{table=\"outbox\"}"));
+  EXPECT_THAT(metrics, HasSubstr("continuum_retention_deleted_rows_total{table=\"idempotency\"}"));
 }
 
 TEST_P(ServiceBinaryTest, ExitsCleanlyOnSigterm) {
