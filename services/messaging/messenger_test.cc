@@ -499,6 +499,8 @@ TEST_F(MessengerTest, BatchedHeartbeatsAnswerEachBeatInOrderAndFailAlone) {
   ASSERT_TRUE(clinics.ok());
   EXPECT_EQ(*clinics, c01) << "the sweep finds the clinic";
 
+  const absl::Time first_batch = absl::FromUnixMillis(absl::ToUnixMillis(clock_.Now()));
+
   // A person whose devices key holds the wrong type: only that beat fails.
   ASSERT_TRUE(redis_->Command({"SET", "continuum:presence:devices:broken", "not a hash"}).ok());
   ASSERT_TRUE(redis_->Command({"SCRIPT", "FLUSH"}).ok());  // and Redis lost the script (a restart)
@@ -513,6 +515,12 @@ TEST_F(MessengerTest, BatchedHeartbeatsAnswerEachBeatInOrderAndFailAlone) {
   EXPECT_FALSE(beats[1].ok()) << "WRONGTYPE in Redis";
   ASSERT_TRUE(beats[2].ok()) << beats[2].status();
   EXPECT_EQ(beats[2]->presence.status(), cv1::PRESENCE_STATUS_DO_NOT_DISTURB) << "the laptop (60 s) is still alive";
+  // A beat that leaves the status as it was keeps the time of the last change (the state is
+  // written only on a change); last seen is always the latest beat.
+  const absl::Time now = absl::FromUnixMillis(absl::ToUnixMillis(clock_.Now()));
+  EXPECT_EQ(FromProto(beats[2]->presence.change_time()), first_batch);
+  EXPECT_EQ(FromProto(beats[2]->presence.last_seen_time()), now);
+  EXPECT_EQ(FromProto(beats[0]->presence.change_time()), now) << "b changed from AWAY to ONLINE";
   auto a = presence_->Get("a");
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->status(), cv1::PRESENCE_STATUS_DO_NOT_DISTURB);

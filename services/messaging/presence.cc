@@ -84,7 +84,10 @@ local function apply(devices, state, person, device, value, clinic_keys, clinic_
       if prev == best then change = tonumber(pc) end
     end
   end
-  redis.call('SET', state, string.format('%d:%d:%d', best, change, seen))
+  -- Written only when the status changes (almost no heartbeat changes it): the state keeps
+  -- the status and since when; its last-seen part is informational, last seen is always
+  -- computed from the devices above.
+  if prev ~= best then redis.call('SET', state, string.format('%d:%d:%d', best, change, seen)) end
   return best, change, seen, prev
 end
 local k, a = 2, 2
