@@ -279,7 +279,8 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
       return audited(s);
     }
 
-    // The new version, built from a given latest one: copy, apply, number, serialize.
+    // The new version, built from a given latest one: copy (unless owned), apply, number,
+    // serialize.
     struct Next {
       std::shared_ptr<v1::SessionRecord> record;
       std::shared_ptr<std::string> data;  // serialized, as stored (and as answered)

@@ -24,13 +24,6 @@ std::shared_ptr<const v1::SessionRecord> LatestRecords::Find(const std::string& 
   return it->second;
 }
 
-std::shared_ptr<const v1::SessionRecord> LatestRecords::FindAny(const std::string& clinic_id,
-                                                                const std::string& record_id) const {
-  absl::MutexLock lock(&mu_);
-  auto it = records_.find(CacheKey(clinic_id, record_id));
-  return it == records_.end() ? nullptr : it->second;
-}
-
 std::shared_ptr<const v1::SessionRecord> LatestRecords::Take(const std::string& clinic_id,
                                                              const std::string& record_id) {
   absl::MutexLock lock(&mu_);

@@ -29,11 +29,10 @@ class LatestRecords {
   explicit LatestRecords(size_t max_entries = 4096) : max_entries_(max_entries) {}
   std::shared_ptr<const v1::SessionRecord> Find(const std::string& clinic_id, const std::string& record_id,
                                                 int64_t version) const;
-  // Whatever version is cached (it may be stale: the caller must check it against the
-  // database before relying on it, as a write does inside its transaction).
-  std::shared_ptr<const v1::SessionRecord> FindAny(const std::string& clinic_id, const std::string& record_id) const;
-  // Removes the entry and returns it (null if none): a writer that is then its only holder may
-  // turn it into the next version in place (it is put back once that version is committed).
+  // Removes the entry and returns it, whatever its version (null if none). It may be stale:
+  // the caller must check it against the database before relying on it, as a write does
+  // inside its transaction. A writer that is then its only holder may turn it into the next
+  // version in place (it is put back once that version is committed).
   std::shared_ptr<const v1::SessionRecord> Take(const std::string& clinic_id, const std::string& record_id);
   void Put(const std::string& clinic_id, const std::string& record_id,
            std::shared_ptr<const v1::SessionRecord> record);
