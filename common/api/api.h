@@ -28,6 +28,9 @@ std::string NewUuid();
 // request_id: required, 1-64 characters of [A-Za-z0-9._-].
 absl::Status ValidateRequestId(absl::string_view request_id);
 
+// Lower-case hex SHA-256 of `bytes` (the digest is fetched from OpenSSL once, not per call).
+std::string Sha256Hex(absl::string_view bytes);
+
 // SHA-256 (hex) of the deterministic encoding of `request` with its request_id cleared,
 // so a retry can be told apart from a different request reusing the id.
 std::string RequestHash(const google::protobuf::Message& request);

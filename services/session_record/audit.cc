@@ -1,9 +1,7 @@
 #include "services/session_record/audit.h"
 
-#include <openssl/sha.h>
-
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/api/api.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 #include "common/time/proto_time.h"
@@ -31,9 +29,7 @@ std::string AuditHash(const v1::AuditEntry& e) {
   Field(&in, e.error_reason());
   Field(&in, e.request_id());
   Field(&in, e.reason());
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(in.data()), in.size(), digest);
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(digest), sizeof(digest)));
+  return api::Sha256Hex(in);
 }
 
 absl::Status AppendAudit(db::Tx& tx, const std::string& clinic_id, v1::AuditEntry e) {
