@@ -33,7 +33,7 @@ class WrittenRecord {
   explicit WrittenRecord(v1::SessionRecord record);  // serializes it
   const v1::SessionRecord& record() const { return *record_; }
   const std::string& bytes() const { return *bytes_; }
-  // A copy, for callers that keep the record (tests; the typed adapters).
+  // A copy, for callers that keep the record (the tests; every adapter uses bytes()).
   operator v1::SessionRecord() const { return *record_; }  // NOLINT(google-explicit-constructor)
 
  private:
