@@ -168,17 +168,23 @@ absl::Status MarkSent(db::Database& db, const std::vector<std::pair<int64_t, std
 
 }  // namespace
 
-absl::StatusOr<int> Relay::RelayOnce() {
+absl::StatusOr<int> Relay::RelayOnce() { return Pass(/*look_first=*/true); }
+
+absl::StatusOr<int> Relay::Pass(bool look_first) {
   absl::Time now = clock_.Now();
-  // Read first: the relay runs on every poll and after commits, mostly to find nothing, and
-  // the lease is a write (on SQLite it queued behind, and held up, the service's own writes).
-  bool leasable = false;
-  RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(db::Rows rows, tx.Query(kLeasableSql, {db::Micros(now), options_.owner}));
-    leasable = !rows.empty();
-    return absl::OkStatus();
-  }, db::TxMode::kReadOnly));
-  if (!leasable) return 0;
+  // On a poll, read first: polls mostly find nothing, and the lease is a write (on SQLite it
+  // queued behind, and held up, the service's own writes). After a commit's Notify (or a full
+  // batch) there is almost surely something to send, and the look is a transaction on the way
+  // to every live delivery.
+  if (look_first) {
+    bool leasable = false;
+    RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+      ASSIGN_OR_RETURN(db::Rows rows, tx.Query(kLeasableSql, {db::Micros(now), options_.owner}));
+      leasable = !rows.empty();
+      return absl::OkStatus();
+    }, db::TxMode::kReadOnly));
+    if (!leasable) return 0;
+  }
   // Lease a batch so that several replicas relaying at once do not publish the same rows; the
   // lease returns the rows (one statement, not a lease and then a read).
   db::Rows rows;
@@ -236,8 +242,10 @@ absl::StatusOr<int> Relay::RelayOnce() {
 void Relay::Start() {
   thread_ = std::thread([this] {
     absl::Duration backoff = options_.poll_interval;
+    bool expect_work = false;  // woken by Notify, or the last pass filled a batch
     while (true) {
-      auto result = RelayOnce();
+      auto result = Pass(/*look_first=*/!expect_work);
+      expect_work = false;
       absl::Duration wait = options_.poll_interval;
       if (!result.ok()) {
         spdlog::warn("outbox relay: {} (events kept, retry in {})", result.status().ToString(),
@@ -246,12 +254,16 @@ void Relay::Start() {
         backoff = std::min(backoff * 2, absl::Seconds(5));
       } else {
         backoff = options_.poll_interval;
-        if (*result == options_.batch) wait = absl::ZeroDuration();  // more to send
+        if (*result == options_.batch) {
+          wait = absl::ZeroDuration();  // more to send
+          expect_work = true;
+        }
       }
       absl::MutexLock lock(&mu_);
       auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return notified_ || stop_; };
       mu_.AwaitWithTimeout(absl::Condition(&woken), wait);
       if (stop_) return;
+      expect_work = expect_work || notified_;
       notified_ = false;
     }
   });

@@ -75,6 +75,8 @@ class Relay {
   void Stop();
 
  private:
+  absl::StatusOr<int> Pass(bool look_first);
+
   db::Database& db_;
   redis::Client& redis_;
   Clock& clock_;

@@ -237,15 +237,7 @@ absl::StatusOr<v1::Message> Messenger::SendMessage(const P& p, const v1::SendMes
   v1::Message out;
   absl::Status s = db_.InTransaction([&](db::Tx& tx) -> absl::Status {
     absl::Time now = clock_.Now();
-    ASSIGN_OR_RETURN(auto existing, store::GetMessageById(tx, clinic_id, conv_id, r.message_id()));
-    if (existing) {
-      if (existing->sender() == Person(me) && existing->text() == r.message().text()) {
-        out = *existing;  // the retry of a message that got through
-        return absl::OkStatus();
-      }
-      return MakeError(absl::StatusCode::kAlreadyExists, "MESSAGE_ID_REUSED",
-                       "message_id '" + r.message_id() + "' was used for a different message; use a new id");
-    }
+    escalation_id.reset();  // (a retried attempt starts again)
     ASSIGN_OR_RETURN(auto fresh, store::GetConversation(tx, clinic_id, conv_id, store::Purpose::kToChange));
     Conv c = fresh->value;
     ASSIGN_OR_RETURN(auto sessions, store::ActiveSessionsOf(tx, clinic_id, client_id));
@@ -259,27 +251,40 @@ absl::StatusOr<v1::Message> Messenger::SendMessage(const P& p, const v1::SendMes
     m.set_urgent(r.message().urgent() || m.urgent_forced());
     m.set_sequence(c.last_message_sequence() + 1);
     *m.mutable_create_time() = ToProto(now);
+    std::optional<v1::Escalation> escalation;
     if (m.urgent() && from_client_side && c.kind() == Conv::KIND_CLIENT_CARE_TEAM) {
       // Rule 6: escalated to a present care-team member. Stored with the message; the steps
       // run right after commit and from Tick (durable even if this replica dies).
-      std::string eid = api::NewId();
-      v1::Escalation e;
-      e.set_name(absl::StrCat("clinics/", clinic_id, "/escalations/", eid));
+      escalation_id = api::NewId();
+      v1::Escalation& e = escalation.emplace();
+      e.set_name(absl::StrCat("clinics/", clinic_id, "/escalations/", *escalation_id));
       e.set_trigger(v1::Escalation::TRIGGER_URGENT_MESSAGE);
       e.set_client(c.client());
       e.set_source(m.name());
       e.set_summary(m.text().substr(0, 300));
       e.set_state(v1::Escalation::STATE_OPEN);
       *e.mutable_create_time() = *e.mutable_update_time() = ToProto(now);
-      RETURN_IF_ERROR(store::PutEscalation(tx, clinic_id, eid, e, now, std::nullopt));
       m.set_escalation(e.name());
-      escalation_id = eid;
     }
-    absl::Status inserted = store::InsertMessage(tx, clinic_id, conv_id, m);
-    if (inserted.code() == absl::StatusCode::kAlreadyExists) {
+    // The message id's uniqueness is checked by the insert itself (the constraint's index), not
+    // by a lookup first: on PostgreSQL that lookup's cached plan walked the conversation's
+    // messages by the primary key (every message of the conversation, per send; docs/perf).
+    absl::StatusOr<bool> inserted = store::InsertMessageIfNew(tx, clinic_id, conv_id, m);
+    if (inserted.status().code() == absl::StatusCode::kAlreadyExists) {
       return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT", "concurrent send; retry");
     }
-    RETURN_IF_ERROR(inserted);
+    RETURN_IF_ERROR(inserted.status());
+    if (!*inserted) {  // this message id is taken; nothing has been written
+      escalation_id.reset();
+      ASSIGN_OR_RETURN(auto existing, store::GetMessageById(tx, clinic_id, conv_id, r.message_id()));
+      if (existing && existing->sender() == Person(me) && existing->text() == r.message().text()) {
+        out = *existing;  // the retry of a message that got through
+        return absl::OkStatus();
+      }
+      return MakeError(absl::StatusCode::kAlreadyExists, "MESSAGE_ID_REUSED",
+                       "message_id '" + r.message_id() + "' was used for a different message; use a new id");
+    }
+    if (escalation) RETURN_IF_ERROR(store::PutEscalation(tx, clinic_id, *escalation_id, *escalation, now, std::nullopt));
     c.set_last_message_sequence(m.sequence());
     *c.mutable_last_message_time() = m.create_time();
     for (auto& member : *c.mutable_members()) {
@@ -1069,37 +1074,70 @@ absl::Status Messenger::Tick() {
     }));
     AdvanceEscalation(s.clinic_id, eid).IgnoreError();
   }
-  // Messages left unread past the clinic's threshold: MESSAGE_UNREAD to each recipient who
-  // has not read them, once per message (the dedupe key). Only the last day is scanned.
-  std::vector<store::StoredMessage> recent;
-  RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(recent, store::MessagesCreatedBetween(tx, now - absl::Hours(24 * 8), now, 2000));
-    return absl::OkStatus();
-  }, db::TxMode::kReadOnly));
-  std::map<std::string, absl::Duration> thresholds;
-  for (const auto& sm : recent) {
-    if (!thresholds.count(sm.clinic_id)) {
-      auto clinic = scheduling_.GetClinic(sm.clinic_id);
-      absl::Duration t = clinic.ok() ? FromProto(clinic->policy().unread_message_alert_after()) : absl::ZeroDuration();
-      thresholds[sm.clinic_id] = t > absl::ZeroDuration() ? t : absl::Hours(4);
-    }
-    absl::Time created = FromProto(sm.message.create_time());
-    if (now - created < thresholds[sm.clinic_id] || now - created > thresholds[sm.clinic_id] + absl::Hours(24)) continue;
-    RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
-      ASSIGN_OR_RETURN(auto conv, store::GetConversation(tx, sm.clinic_id, sm.conversation_id));
-      if (!conv) return absl::OkStatus();
-      for (const auto& m : conv->value.members()) {
-        if (m.person() == sm.message.sender() || m.read_sequence() >= sm.message.sequence()) continue;
-        RETURN_IF_ERROR(Notify(tx, IdOf(m.person()),
-                               MakeNotification(v1::Notification::TYPE_MESSAGE_UNREAD, "clinics/" + sm.clinic_id,
-                                                conv->value.client(), sm.message.name(), "You have an unread message",
-                                                "A message to you has not been read yet.", sm.message.urgent()),
-                               absl::StrCat("unread:", sm.message.name()), now));
-      }
-      return absl::OkStatus();
-    }));
-  }
+  RETURN_IF_ERROR(SweepUnread(now));
   if (options_.on_commit) options_.on_commit();
+  return absl::OkStatus();
+}
+
+// Messages left unread past the clinic's threshold: MESSAGE_UNREAD to each recipient who has
+// not read them, once per message (the dedupe key). Each clinic's messages are read in creation
+// order from a cursor, up to those created `threshold` ago, so a message is looked at once, when
+// it becomes due, however many messages the clinic has. (Before, every tick re-read the oldest
+// 2,000 messages of the last eight days, unindexed: a whole-table scan each second that grew
+// with the table, and alerts missed for any message past the first 2,000.)
+//
+// The cursors live in memory. A replica that starts, or first sees a clinic, begins a day
+// before the clinic's due line: messages already more than a day past due get no alert, and
+// the dedupe keys keep the alerts of the overlap (and of other replicas) single.
+absl::Status Messenger::SweepUnread(absl::Time now) {
+  constexpr int kPage = 500;
+  constexpr int kPerTick = 2000;  // the rest waits for the next tick
+  absl::MutexLock lock(&sweep_mu_);
+  if (now - sweep_.clinics_listed >= absl::Minutes(1) || now < sweep_.clinics_listed) {
+    RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+      ASSIGN_OR_RETURN(sweep_.clinics, store::ClinicsWithConversations(tx));
+      return absl::OkStatus();
+    }, db::TxMode::kReadOnly));
+    sweep_.clinics_listed = now;
+  }
+  int budget = kPerTick;
+  for (const std::string& clinic_id : sweep_.clinics) {
+    auto clinic = scheduling_.GetClinic(clinic_id);
+    if (!clinic.ok()) continue;  // its messages wait for the next tick
+    absl::Duration threshold = FromProto(clinic->policy().unread_message_alert_after());
+    if (threshold <= absl::ZeroDuration()) threshold = absl::Hours(4);
+    const absl::Time due_line = now - threshold;
+    store::MessageCursor& cursor = sweep_.cursors[clinic_id];
+    const int64_t oldest = absl::ToUnixMicros(due_line - absl::Hours(24));
+    if (cursor.create_micros < oldest) cursor = {oldest, "", 0};
+    while (budget > 0) {
+      const int limit = std::min(budget, kPage);
+      std::vector<store::StoredMessage> due;
+      RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+        ASSIGN_OR_RETURN(due, store::ClinicMessagesAfter(tx, clinic_id, cursor, due_line, limit));
+        return absl::OkStatus();
+      }, db::TxMode::kReadOnly));
+      for (const auto& sm : due) {
+        RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+          ASSIGN_OR_RETURN(auto conv, store::GetConversation(tx, sm.clinic_id, sm.conversation_id));
+          if (!conv) return absl::OkStatus();
+          for (const auto& m : conv->value.members()) {
+            if (m.person() == sm.message.sender() || m.read_sequence() >= sm.message.sequence()) continue;
+            RETURN_IF_ERROR(Notify(tx, IdOf(m.person()),
+                                   MakeNotification(v1::Notification::TYPE_MESSAGE_UNREAD, "clinics/" + sm.clinic_id,
+                                                    conv->value.client(), sm.message.name(),
+                                                    "You have an unread message",
+                                                    "A message to you has not been read yet.", sm.message.urgent()),
+                                   absl::StrCat("unread:", sm.message.name()), now));
+          }
+          return absl::OkStatus();
+        }));
+        cursor = sm.position;  // only past a message once its alerts are committed
+        --budget;
+      }
+      if (static_cast<int>(due.size()) < limit) break;  // caught up with the due line
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/auth/principal.h"
 #include "common/db/database.h"
 #include "common/redis/client.h"
@@ -73,6 +74,7 @@ class Messenger {
   absl::StatusOr<bool> MaySeeEscalation(const P& p, const std::string& clinic_id, const v1::Escalation& e,
                                         std::map<std::string, bool>& teams);
   absl::Status PublishPresence(const PresenceUpdate& u);
+  absl::Status SweepUnread(absl::Time now);
   v1::HeartbeatResponse Heartbeated(const PresenceUpdate& u, absl::Duration ttl);
 
   db::Database& db_;
@@ -81,6 +83,16 @@ class Messenger {
   PresenceStore& presence_;
   redis::Client& redis_;
   Options options_;
+
+  // The unread-message sweep (SweepUnread): where it is in each clinic's messages, and the
+  // clinics, listed again every minute.
+  struct UnreadSweep {
+    std::map<std::string, store::MessageCursor> cursors;
+    std::vector<std::string> clinics;
+    absl::Time clinics_listed = absl::InfinitePast();
+  };
+  absl::Mutex sweep_mu_;
+  UnreadSweep sweep_ ABSL_GUARDED_BY(sweep_mu_);
 };
 
 }  // namespace continuum::messaging

@@ -632,6 +632,39 @@ TEST_F(MessengerTest, MessageUnreadPastTheThresholdNotifiesEachRecipientOnce) {
   EXPECT_EQ(Count(NotificationsOf("th1"), v1::Notification::TYPE_MESSAGE_UNREAD), 0) << "the sender";
 }
 
+// The sweep reads each clinic's messages from a cursor: every due message is looked at, however
+// many there are (more than a tick's budget here, all created at the same instant), once; a
+// message already more than a day past due when the sweep first sees it gets no alert.
+TEST_F(MessengerTest, UnreadSweepReachesEveryDueMessageOnceWhateverTheirNumber) {
+  *scheduling_.clinic.mutable_policy()->mutable_unread_message_alert_after() = ToProto(absl::Hours(4));
+  ASSERT_TRUE(Send(therapist_, "client-cl1", "old", "from yesterday").ok());
+  clock_.Advance(absl::Hours(30));  // due 26h ago
+  constexpr int kMessages = 2100;
+  for (int i = 0; i < kMessages; ++i) {
+    ASSERT_TRUE(Send(therapist_, "client-cl1", absl::StrCat("m-", i), "homework").ok()) << i;
+  }
+  v1::MarkReadRequest read;
+  read.set_name("clinics/c01/conversations/client-cl1");
+  read.set_sequence(1 + 1700);  // the client read "old" and the first 1,700
+  read.set_request_id("cl1-read");
+  ASSERT_TRUE(messenger_->MarkRead(client_, read).ok());
+  clock_.Advance(absl::Hours(3));
+  ASSERT_TRUE(messenger_->Tick().ok());
+  EXPECT_EQ(Count(NotificationsOf("cl1"), v1::Notification::TYPE_MESSAGE_UNREAD), 0) << "not yet past 4h";
+  clock_.Advance(absl::Hours(1) + absl::Minutes(1));
+  for (int tick = 0; tick < 3; ++tick) ASSERT_TRUE(messenger_->Tick().ok());
+  const auto alerts = NotificationsOf("cl1");
+  EXPECT_EQ(Count(alerts, v1::Notification::TYPE_MESSAGE_UNREAD), kMessages - 1700)
+      << "one per unread message, the last ones included";
+  std::set<std::string> about;
+  for (const auto& n : alerts) {
+    if (n.type() == v1::Notification::TYPE_MESSAGE_UNREAD) about.insert(n.resource());
+  }
+  EXPECT_EQ(about.size(), static_cast<size_t>(kMessages - 1700)) << "no message twice";
+  EXPECT_EQ(about.count("clinics/c01/conversations/client-cl1/messages/old"), 0u) << "more than a day past due";
+  EXPECT_EQ(about.count("clinics/c01/conversations/client-cl1/messages/m-2099"), 1u);
+}
+
 TEST_F(MessengerTest, RoleByOperationTable) {
   ASSERT_TRUE(Send(therapist_, "client-cl1", "seed", "hello").ok());
   Online("th1");

@@ -75,6 +75,7 @@ absl::Status ValidateClinic(const v1::Clinic& c) {
   range("minimum_medicine_interval", pol.minimum_medicine_interval(), absl::ZeroDuration(), absl::Hours(24 * 90));
   range("sitter_checkin_interval", pol.sitter_checkin_interval(), absl::Minutes(5), absl::Hours(2));
   range("escalation_ack_timeout", pol.escalation_ack_timeout(), absl::Minutes(1), absl::Hours(1));
+  range("unread_message_alert_after", pol.unread_message_alert_after(), absl::Minutes(5), absl::Hours(24 * 7));
   if (pol.has_supervised_sessions_required() &&
       (pol.supervised_sessions_required() < 0 || pol.supervised_sessions_required() > 20)) {
     v.push_back({"clinic.policy.supervised_sessions_required", "must be 0-20"});

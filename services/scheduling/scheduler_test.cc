@@ -597,6 +597,28 @@ TEST_F(SchedulerTest, SlotSearchListsTheRepeatedHourTwiceOnFallBackDay) {
   EXPECT_EQ(one_thirty, 2) << "01:30 happens twice, once per offset";
 }
 
+TEST_F(SchedulerTest, UnreadAlertThresholdOutsideItsRangeIsRefusedAndChangesNothing) {
+  v1::UpdateClinicRequest u;
+  u.mutable_clinic()->set_name("clinics/c01");
+  *u.mutable_clinic()->mutable_policy()->mutable_unread_message_alert_after() = ToProto(absl::Hours(24 * 10));
+  u.mutable_update_mask()->add_paths("policy.unread_message_alert_after");
+  u.set_request_id("unread-10d");
+  auto refused = scheduler_->UpdateClinic(admin_, u);
+  ASSERT_THAT(refused, IsError(absl::StatusCode::kInvalidArgument, "INVALID_FIELD"));
+  auto violations = ErrorFieldViolations(refused.status());
+  ASSERT_EQ(violations.size(), 1u);
+  EXPECT_EQ(violations[0].field, "clinic.policy.unread_message_alert_after");
+  EXPECT_THAT(violations[0].description, ::testing::HasSubstr("between 5m"));
+  v1::GetClinicRequest g;
+  g.set_name("clinics/c01");
+  EXPECT_EQ(FromProto(scheduler_->GetClinic(admin_, g)->policy().unread_message_alert_after()), absl::Hours(4));
+  *u.mutable_clinic()->mutable_policy()->mutable_unread_message_alert_after() = ToProto(absl::Hours(24 * 7));
+  u.set_request_id("unread-7d");
+  auto accepted = scheduler_->UpdateClinic(admin_, u);
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+  EXPECT_EQ(FromProto(accepted->policy().unread_message_alert_after()), absl::Hours(24 * 7));
+}
+
 TEST_F(SchedulerTest, SlotSearchHonoursExistingBookingsBuffersAndRooms) {
   v1::UpdateClinicRequest u;
   u.mutable_clinic()->set_name("clinics/c01");

@@ -110,14 +110,16 @@ absl::StatusOr<std::optional<v1::Message>> GetMessageById(db::Tx& tx, const std:
   return db::ParseProto<v1::Message>(rows[0], 0);
 }
 
-absl::Status InsertMessage(db::Tx& tx, const std::string& clinic_id, const std::string& conversation_id,
-                           const v1::Message& m) {
-  return tx
-      .Exec("INSERT INTO messages (clinic_id, conversation_id, sequence, message_id, sender_id, urgent, create_time,"
-            " data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            {clinic_id, conversation_id, m.sequence(), IdOf(m.name()), IdOf(m.sender()), int64_t{m.urgent()},
-             m.create_time().seconds() * 1000000 + m.create_time().nanos() / 1000, Bytes(m)})
-      .status();
+absl::StatusOr<bool> InsertMessageIfNew(db::Tx& tx, const std::string& clinic_id, const std::string& conversation_id,
+                                        const v1::Message& m) {
+  ASSIGN_OR_RETURN(
+      int64_t n,
+      tx.Exec("INSERT INTO messages (clinic_id, conversation_id, sequence, message_id, sender_id, urgent, create_time,"
+              " data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+              " ON CONFLICT (clinic_id, conversation_id, message_id) DO NOTHING",
+              {clinic_id, conversation_id, m.sequence(), IdOf(m.name()), IdOf(m.sender()), int64_t{m.urgent()},
+               m.create_time().seconds() * 1000000 + m.create_time().nanos() / 1000, Bytes(m)}));
+  return n == 1;
 }
 
 absl::StatusOr<std::vector<v1::Message>> ListMessages(db::Tx& tx, const std::string& clinic_id,
@@ -325,16 +327,27 @@ absl::Status MarkReminderSent(db::Tx& tx, const DueReminder& r) {
       .status();
 }
 
-absl::StatusOr<std::vector<StoredMessage>> MessagesCreatedBetween(db::Tx& tx, absl::Time from, absl::Time to,
-                                                                  int limit) {
-  ASSIGN_OR_RETURN(db::Rows rows, tx.Query("SELECT clinic_id, conversation_id, data FROM messages"
-                                           " WHERE create_time >= $1 AND create_time < $2 ORDER BY create_time LIMIT $3",
-                                           {db::Micros(from), db::Micros(to), int64_t{limit}}));
+absl::StatusOr<std::vector<StoredMessage>> ClinicMessagesAfter(db::Tx& tx, const std::string& clinic_id,
+                                                               const MessageCursor& after, absl::Time until, int limit) {
+  ASSIGN_OR_RETURN(db::Rows rows,
+                   tx.Query("SELECT conversation_id, create_time, sequence, data FROM messages"
+                            " WHERE clinic_id = $1 AND create_time <= $2"
+                            " AND (create_time, conversation_id, sequence) > ($3, $4, $5)"
+                            " ORDER BY create_time, conversation_id, sequence LIMIT $6",
+                            {clinic_id, db::Micros(until), after.create_micros, after.conversation_id, after.sequence,
+                             int64_t{limit}}));
   std::vector<StoredMessage> out;
   for (const auto& r : rows) {
-    ASSIGN_OR_RETURN(auto m, db::ParseProto<v1::Message>(r, 2));
-    out.push_back({r.Text(0), r.Text(1), std::move(m)});
+    ASSIGN_OR_RETURN(auto m, db::ParseProto<v1::Message>(r, 3));
+    out.push_back({clinic_id, r.Text(0), std::move(m), {r.Int(1), r.Text(0), r.Int(2)}});
   }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> ClinicsWithConversations(db::Tx& tx) {
+  ASSIGN_OR_RETURN(db::Rows rows, tx.Query("SELECT DISTINCT clinic_id FROM conversations"));
+  std::vector<std::string> out;
+  for (const auto& r : rows) out.push_back(r.Text(0));
   return out;
 }
 

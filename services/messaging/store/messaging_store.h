@@ -45,8 +45,10 @@ absl::StatusOr<std::vector<std::string>> Contacts(db::Tx& tx, const std::string&
 
 absl::StatusOr<std::optional<v1::Message>> GetMessageById(db::Tx& tx, const std::string& clinic_id,
                                                           const std::string& conversation_id, const std::string& message_id);
-absl::Status InsertMessage(db::Tx& tx, const std::string& clinic_id, const std::string& conversation_id,
-                           const v1::Message& m);
+// False (and nothing written) when the conversation already has a message with this id.
+// Another conflict (the sequence) is ALREADY_EXISTS.
+absl::StatusOr<bool> InsertMessageIfNew(db::Tx& tx, const std::string& clinic_id, const std::string& conversation_id,
+                                        const v1::Message& m);
 absl::StatusOr<std::vector<v1::Message>> ListMessages(db::Tx& tx, const std::string& clinic_id,
                                                       const std::string& conversation_id, int64_t after_sequence,
                                                       int limit);
@@ -102,11 +104,24 @@ absl::StatusOr<std::vector<DueReminder>> DueReminders(db::Tx& tx, absl::Time now
 absl::Status MarkReminderSent(db::Tx& tx, const DueReminder& r);
 
 // Messages created in [from, to), oldest first, as (clinic id, conversation id, message).
+// A position in one clinic's messages ordered by (creation time, conversation, sequence):
+// the order of the index messages_by_clinic_time.
+struct MessageCursor {
+  int64_t create_micros = 0;
+  std::string conversation_id;
+  int64_t sequence = 0;
+  bool operator==(const MessageCursor&) const = default;
+};
 struct StoredMessage {
   std::string clinic_id, conversation_id;
   v1::Message message;
+  MessageCursor position;
 };
-absl::StatusOr<std::vector<StoredMessage>> MessagesCreatedBetween(db::Tx& tx, absl::Time from, absl::Time to, int limit);
+// The clinic's messages after `after` and created at or before `until`, oldest first.
+absl::StatusOr<std::vector<StoredMessage>> ClinicMessagesAfter(db::Tx& tx, const std::string& clinic_id,
+                                                               const MessageCursor& after, absl::Time until, int limit);
+// Clinics that have at least one conversation.
+absl::StatusOr<std::vector<std::string>> ClinicsWithConversations(db::Tx& tx);
 
 // Events: true the first time an event id is seen.
 absl::StatusOr<bool> FirstTime(db::Tx& tx, const std::string& event_id, absl::Time now);
