@@ -149,7 +149,7 @@ absl::Status RelayWrite(db::Database& db, const std::function<absl::Status(db::T
 
 // One statement marks a batch sent: UPDATE ... SET stream_entry_id = CASE id WHEN .. THEN ..
 // END WHERE id IN (..). A statement per row was a round trip each on PostgreSQL.
-absl::Status MarkSent(db::Database& db, const std::vector<std::pair<int64_t, std::string>>& done, absl::Time now) {
+absl::Status MarkSent(db::Tx& tx, const std::vector<std::pair<int64_t, std::string>>& done, absl::Time now) {
   db::Params params = {db::Micros(now)};
   std::string cases, ids;
   for (const auto& [id, entry] : done) {
@@ -158,20 +158,19 @@ absl::Status MarkSent(db::Database& db, const std::vector<std::pair<int64_t, std
     params.push_back(id);
     params.push_back(entry);
   }
-  return RelayWrite(db, [&](db::Tx& tx) -> absl::Status {
-    return tx.Exec(absl::StrCat("UPDATE outbox SET sent_time = $1, stream_entry_id = CASE id", cases,
-                                " END WHERE id IN (", ids, ")"),
-                   params)
-        .status();
-  });
+  return tx.Exec(absl::StrCat("UPDATE outbox SET sent_time = $1, stream_entry_id = CASE id", cases,
+                              " END WHERE id IN (", ids, ")"),
+                 params)
+      .status();
 }
 
 }  // namespace
 
-absl::StatusOr<int> Relay::RelayOnce() { return Pass(/*look_first=*/true); }
+absl::StatusOr<int> Relay::RelayOnce() { return Pass(/*look_first=*/true, /*defer_marks=*/false); }
 
-absl::StatusOr<int> Relay::Pass(bool look_first) {
+absl::StatusOr<int> Relay::Pass(bool look_first, bool defer_marks) {
   absl::Time now = clock_.Now();
+  look_first = look_first && unmarked_.empty();
   // On a poll, read first: polls mostly find nothing, and the lease is a write (on SQLite it
   // queued behind, and held up, the service's own writes). After a commit's Notify (or a full
   // batch) there is almost surely something to send, and the look is a transaction on the way
@@ -186,13 +185,16 @@ absl::StatusOr<int> Relay::Pass(bool look_first) {
     if (!leasable) return 0;
   }
   // Lease a batch so that several replicas relaying at once do not publish the same rows; the
-  // lease returns the rows (one statement, not a lease and then a read).
+  // lease returns the rows (one statement, not a lease and then a read). The previous batch's
+  // sent marks, when deferred, go in the same transaction, before the lease.
   db::Rows rows;
   RETURN_IF_ERROR(RelayWrite(db_, [&](db::Tx& tx) -> absl::Status {
+    if (!unmarked_.empty()) RETURN_IF_ERROR(MarkSent(tx, unmarked_, now));
     ASSIGN_OR_RETURN(rows, tx.Query(kLeaseSql, {options_.owner, db::Micros(now + options_.lease), db::Micros(now),
                                                 static_cast<int64_t>(options_.batch)}));
     return absl::OkStatus();
   }));
+  unmarked_.clear();
   if (rows.empty()) return 0;
   // RETURNING has no order; events go out in the order they were written.
   std::sort(rows.begin(), rows.end(), [](const db::Row& a, const db::Row& b) { return a.Int(0) < b.Int(0); });
@@ -231,7 +233,14 @@ absl::StatusOr<int> Relay::Pass(bool look_first) {
     }
     done.emplace_back(rows[i].Int(0), r.str);
   }
-  if (!done.empty()) RETURN_IF_ERROR(MarkSent(db_, done, clock_.Now()));
+  if (!done.empty() && defer_marks && failed.ok()) {
+    // The background loop marks these in its next pass's lease transaction (it runs next at
+    // once): one transaction per batch instead of two between a commit and its delivery. A
+    // crash before then sends them again, as a crash before any sent mark always could.
+    unmarked_ = std::move(done);
+  } else if (!done.empty()) {
+    RETURN_IF_ERROR(RelayWrite(db_, [&](db::Tx& tx) { return MarkSent(tx, done, clock_.Now()); }));
+  }
   if (!failed.ok()) {
     give_back();
     return failed;
@@ -244,7 +253,7 @@ void Relay::Start() {
     absl::Duration backoff = options_.poll_interval;
     bool expect_work = false;  // woken by Notify, or the last pass filled a batch
     while (true) {
-      auto result = Pass(/*look_first=*/!expect_work);
+      auto result = Pass(/*look_first=*/!expect_work, /*defer_marks=*/true);
       expect_work = false;
       absl::Duration wait = options_.poll_interval;
       if (!result.ok()) {
@@ -254,15 +263,20 @@ void Relay::Start() {
         backoff = std::min(backoff * 2, absl::Seconds(5));
       } else {
         backoff = options_.poll_interval;
-        if (*result == options_.batch) {
-          wait = absl::ZeroDuration();  // more to send
+        if (*result == options_.batch || !unmarked_.empty()) {
+          wait = absl::ZeroDuration();  // more to send, or sent marks to write
           expect_work = true;
         }
       }
       absl::MutexLock lock(&mu_);
       auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return notified_ || stop_; };
       mu_.AwaitWithTimeout(absl::Condition(&woken), wait);
-      if (stop_) return;
+      if (stop_) {
+        if (!unmarked_.empty()) {  // best effort: unmarked events are sent again later, not lost
+          RelayWrite(db_, [&](db::Tx& tx) { return MarkSent(tx, unmarked_, clock_.Now()); }).IgnoreError();
+        }
+        return;
+      }
       expect_work = expect_work || notified_;
       notified_ = false;
     }

@@ -75,7 +75,7 @@ class Relay {
   void Stop();
 
  private:
-  absl::StatusOr<int> Pass(bool look_first);
+  absl::StatusOr<int> Pass(bool look_first, bool defer_marks);
 
   db::Database& db_;
   redis::Client& redis_;
@@ -85,6 +85,9 @@ class Relay {
   bool notified_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
+  // Events published by the last pass of the background loop whose sent marks are still to be
+  // written (by the next pass). Used by the relay's thread only.
+  std::vector<std::pair<int64_t, std::string>> unmarked_;
 };
 
 }  // namespace continuum::outbox

@@ -80,6 +80,27 @@ TEST_P(OutboxTest, RelaysCommittedEventsInOrderAndMarksThemSent) {
   EXPECT_EQ(*relay_->RelayOnce(), 0) << "a sent event must not be sent again";
 }
 
+// The background loop publishes a batch first and writes its sent marks in the next pass's lease
+// transaction: every event is published once, and the marks are all written in the end.
+TEST_P(OutboxTest, BackgroundRelayPublishesEachEventOnceAndMarksAllSent) {
+  Relay background(*db_, *redis_, clock_, Relay::Options{.owner = "background", .batch = 4});
+  background.Start();
+  std::vector<std::string> all;
+  for (int round = 0; round < 5; ++round) {
+    std::vector<std::string> ids;
+    for (int i = 0; i < 3; ++i) ids.push_back(absl::StrCat("bg-", round, "-", i));
+    ASSERT_TRUE(EnqueueIds(ids).ok());
+    background.Notify();
+    all.insert(all.end(), ids.begin(), ids.end());
+  }
+  ASSERT_TRUE(continuum::testing::WaitUntil([&] { return StreamIds().size() >= all.size(); }, absl::Seconds(10)));
+  ASSERT_TRUE(continuum::testing::WaitUntil([&] { return *relay_->Pending() == 0; }, absl::Seconds(10)))
+      << "the last batch's marks are written by the pass after it";
+  background.Stop();
+  EXPECT_THAT(StreamIds(), ::testing::ElementsAreArray(all)) << "each once, in order";
+  EXPECT_EQ(*relay_->RelayOnce(), 0) << "nothing left for another relay";
+}
+
 TEST_P(OutboxTest, RolledBackTransactionPublishesNothing) {
   EXPECT_FALSE(EnqueueIds({"ghost"}, /*commit=*/false).ok());
   EXPECT_EQ(*relay_->RelayOnce(), 0);
