@@ -72,6 +72,36 @@ TEST_P(DatabaseContractTest, CommitsWhenCallbackSucceedsAndRollsBackWhenItFails)
   EXPECT_EQ(rows->at(0).Int(1), 0);
 }
 
+// How a transaction begins must not matter (on PostgreSQL BEGIN travels with the first
+// statement or script): a script first, a failing first statement, no statement at all.
+TEST_P(DatabaseContractTest, TransactionsAreAtomicHoweverTheyBegin) {
+  ASSERT_TRUE(db_->Exec("INSERT INTO items (id) VALUES ('a')").ok());
+  absl::Status failed = db_->InTransaction([](Tx& tx) -> absl::Status {
+    RETURN_IF_ERROR(tx.ExecScript("UPDATE items SET n = 5"));
+    RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id) VALUES ('b')").status());
+    return absl::FailedPreconditionError("rule not met");
+  });
+  EXPECT_EQ(failed.code(), absl::StatusCode::kFailedPrecondition);
+  for (int i = 0; i < 4; ++i) {  // every pooled connection gets a failing first statement
+    EXPECT_EQ(db_->InTransaction([](Tx& tx) { return tx.Exec("INSERT INTO items (id) VALUES ('a')").status(); })
+                  .code(),
+              absl::StatusCode::kAlreadyExists);
+  }
+  EXPECT_TRUE(db_->InTransaction([](Tx&) { return absl::OkStatus(); }).ok()) << "no statement";
+  ASSERT_TRUE(db_->InTransaction([](Tx& tx) -> absl::Status {
+                    RETURN_IF_ERROR(tx.ExecScript("UPDATE items SET n = 7"));
+                    return tx.Exec("INSERT INTO items (id, n) VALUES ('c', 8)").status();
+                  }).ok())
+      << "connections are usable after those";
+  auto rows = db_->Query("SELECT id, n FROM items ORDER BY id");
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ(rows->at(0).Text(0), "a");
+  EXPECT_EQ(rows->at(0).Int(1), 7);
+  EXPECT_EQ(rows->at(1).Text(0), "c");
+  EXPECT_EQ(rows->at(1).Int(1), 8);
+}
+
 TEST_P(DatabaseContractTest, UniqueViolationIsAlreadyExistsAndKeepsFirstRow) {
   ASSERT_TRUE(db_->Exec("INSERT INTO items (id, label) VALUES ('dup', 'first')").ok());
   auto second = db_->Exec("INSERT INTO items (id, label) VALUES ('dup', 'second')");

@@ -123,8 +123,10 @@ class PgConn final : public Tx {
       values[i] = text[i].data();
       lengths[i] = static_cast<int>(text[i].size());
     }
-    Result r(PQexecPrepared(conn_, name.c_str(), static_cast<int>(params.size()), values.data(),
-                            lengths.data(), formats.data(), 0));
+    Result r = begin_pending_ ? BeginAndRun(name, values, lengths, formats)
+                              : Result(PQexecPrepared(conn_, name.c_str(), static_cast<int>(params.size()),
+                                                      values.data(), lengths.data(), formats.data(), 0));
+    if (!r) return Error(nullptr, "BEGIN");
     ExecStatusType st = PQresultStatus(r.get());
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return Error(r.get(), "query");
     return r;
@@ -180,7 +182,20 @@ class PgConn final : public Tx {
 
   Backend backend() const override { return Backend::kPostgres; }
 
+  // A write transaction's BEGIN is not a round trip of its own: it goes out with the
+  // transaction's first statement (BeginAndRun, or prefixed to a script), and a transaction
+  // that ran no statement sends neither BEGIN nor COMMIT.
+  void BeginLazily() { begin_pending_ = true; }
+  absl::Status Commit() { return begin_pending_ ? (begin_pending_ = false, absl::OkStatus()) : Simple("COMMIT"); }
+  absl::Status Rollback() { return begin_pending_ ? (begin_pending_ = false, absl::OkStatus()) : Simple("ROLLBACK"); }
+
   absl::Status Simple(const char* sql) {
+    std::string with_begin;
+    if (begin_pending_) {  // a multi-statement simple query: BEGIN stays open after it
+      begin_pending_ = false;
+      with_begin = absl::StrCat("BEGIN; ", sql);
+      sql = with_begin.c_str();
+    }
     Result r(PQexec(conn_, sql));
     ExecStatusType st = PQresultStatus(r.get());
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return Error(r.get(), "statement");
@@ -188,8 +203,39 @@ class PgConn final : public Tx {
   }
 
  private:
+  // BEGIN and the prepared statement in one pipeline (libpq 14+), one round trip. Returns the
+  // statement's result; if BEGIN failed, BEGIN's (the statement's is then PIPELINE_ABORTED);
+  // null if the connection failed.
+  Result BeginAndRun(const std::string& name, const std::vector<const char*>& values, const std::vector<int>& lengths,
+                     const std::vector<int>& formats) {
+    begin_pending_ = false;
+    if (!PQenterPipelineMode(conn_)) return nullptr;
+    bool sent = PQsendQueryParams(conn_, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0) &&
+                PQsendQueryPrepared(conn_, name.c_str(), static_cast<int>(values.size()), values.data(),
+                                    lengths.data(), formats.data(), 0) &&
+                PQpipelineSync(conn_);
+    std::vector<Result> results;  // BEGIN's, then the statement's
+    for (int separators = 0; sent;) {
+      PGresult* r = PQgetResult(conn_);
+      if (r == nullptr) {  // the end of one query's results; two queries, then the sync
+        if (++separators > 2 || broken()) break;
+        continue;
+      }
+      if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+        PQclear(r);
+        break;
+      }
+      results.emplace_back(r);
+    }
+    PQexitPipelineMode(conn_);
+    if (results.size() != 2 || broken()) return nullptr;
+    if (PQresultStatus(results[0].get()) != PGRES_COMMAND_OK) return std::move(results[0]);
+    return std::move(results[1]);
+  }
+
   std::string url_;
   PGconn* conn_ = nullptr;
+  bool begin_pending_ = false;
   std::map<std::string, std::string, std::less<>> statements_;
   bool autocommit_read_only_ = false;
 };
@@ -226,14 +272,12 @@ class PostgresDatabase final : public Database {
       status = fn(*conn);
       conn->set_autocommit_read_only(false);
     } else if (status.ok()) {
-      status = conn->Simple("BEGIN");
+      conn->BeginLazily();
+      status = fn(*conn);
       if (status.ok()) {
-        status = fn(*conn);
-        if (status.ok()) {
-          status = conn->Simple("COMMIT");
-        } else if (!conn->broken()) {
-          conn->Simple("ROLLBACK").IgnoreError();
-        }
+        status = conn->Commit();
+      } else if (!conn->broken()) {
+        conn->Rollback().IgnoreError();
       }
     }
     pool_.Release(conn);
