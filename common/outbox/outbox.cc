@@ -268,17 +268,21 @@ void Relay::Start() {
           expect_work = true;
         }
       }
-      absl::MutexLock lock(&mu_);
-      auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return notified_ || stop_; };
-      mu_.AwaitWithTimeout(absl::Condition(&woken), wait);
-      if (stop_) {
+      bool stopping = false;
+      {
+        absl::MutexLock lock(&mu_);
+        auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return notified_ || stop_; };
+        mu_.AwaitWithTimeout(absl::Condition(&woken), wait);
+        stopping = stop_;
+        expect_work = expect_work || notified_;
+        notified_ = false;
+      }
+      if (stopping) {
         if (!unmarked_.empty()) {  // best effort: unmarked events are sent again later, not lost
           RelayWrite(db_, [&](db::Tx& tx) { return MarkSent(tx, unmarked_, clock_.Now()); }).IgnoreError();
         }
         return;
       }
-      expect_work = expect_work || notified_;
-      notified_ = false;
     }
   });
 }

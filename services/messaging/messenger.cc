@@ -268,7 +268,8 @@ absl::StatusOr<v1::Message> Messenger::SendMessage(const P& p, const v1::SendMes
     }
     // The message id's uniqueness is checked by the insert itself (the constraint's index), not
     // by a lookup first: on PostgreSQL that lookup's cached plan walked the conversation's
-    // messages by the primary key (every message of the conversation, per send; docs/perf).
+    // messages by the primary key (every message of the conversation, per send; README,
+    // Performance).
     absl::StatusOr<bool> inserted = store::InsertMessageIfNew(tx, clinic_id, conv_id, m);
     if (inserted.status().code() == absl::StatusCode::kAlreadyExists) {
       return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT", "concurrent send; retry");
