@@ -186,8 +186,8 @@ class PgConn final : public Tx {
   // transaction's first statement (BeginAndRun, or prefixed to a script), and a transaction
   // that ran no statement sends neither BEGIN nor COMMIT.
   void BeginLazily() { begin_pending_ = true; }
-  absl::Status Commit() { return begin_pending_ ? (begin_pending_ = false, absl::OkStatus()) : Simple("COMMIT"); }
-  absl::Status Rollback() { return begin_pending_ ? (begin_pending_ = false, absl::OkStatus()) : Simple("ROLLBACK"); }
+  absl::Status Commit() { return End("COMMIT"); }
+  absl::Status Rollback() { return End("ROLLBACK"); }
 
   absl::Status Simple(const char* sql) {
     std::string with_begin;
@@ -203,6 +203,12 @@ class PgConn final : public Tx {
   }
 
  private:
+  absl::Status End(const char* sql) {
+    if (!begin_pending_) return Simple(sql);
+    begin_pending_ = false;  // nothing ran: there is no transaction to end
+    return absl::OkStatus();
+  }
+
   // BEGIN and the prepared statement in one pipeline (libpq 14+), one round trip. Returns the
   // statement's result; if BEGIN failed, BEGIN's (the statement's is then PIPELINE_ABORTED);
   // null if the connection failed.

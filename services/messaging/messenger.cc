@@ -1133,7 +1133,7 @@ absl::Status Messenger::SweepUnread(absl::Time now) {
           }
           return absl::OkStatus();
         }));
-        cursor = sm.position;  // only past a message once its alerts are committed
+        cursor = sm.Position();  // only past a message once its alerts are committed
         --budget;
       }
       if (static_cast<int>(due.size()) < limit) break;  // caught up with the due line

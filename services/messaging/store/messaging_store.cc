@@ -330,7 +330,7 @@ absl::Status MarkReminderSent(db::Tx& tx, const DueReminder& r) {
 absl::StatusOr<std::vector<StoredMessage>> ClinicMessagesAfter(db::Tx& tx, const std::string& clinic_id,
                                                                const MessageCursor& after, absl::Time until, int limit) {
   ASSIGN_OR_RETURN(db::Rows rows,
-                   tx.Query("SELECT conversation_id, create_time, sequence, data FROM messages"
+                   tx.Query("SELECT conversation_id, create_time, data FROM messages"
                             " WHERE clinic_id = $1 AND create_time <= $2"
                             " AND (create_time, conversation_id, sequence) > ($3, $4, $5)"
                             " ORDER BY create_time, conversation_id, sequence LIMIT $6",
@@ -338,8 +338,8 @@ absl::StatusOr<std::vector<StoredMessage>> ClinicMessagesAfter(db::Tx& tx, const
                              int64_t{limit}}));
   std::vector<StoredMessage> out;
   for (const auto& r : rows) {
-    ASSIGN_OR_RETURN(auto m, db::ParseProto<v1::Message>(r, 3));
-    out.push_back({clinic_id, r.Text(0), std::move(m), {r.Int(1), r.Text(0), r.Int(2)}});
+    ASSIGN_OR_RETURN(auto m, db::ParseProto<v1::Message>(r, 2));
+    out.push_back({clinic_id, r.Text(0), std::move(m), r.Int(1)});
   }
   return out;
 }

@@ -110,12 +110,12 @@ struct MessageCursor {
   int64_t create_micros = 0;
   std::string conversation_id;
   int64_t sequence = 0;
-  bool operator==(const MessageCursor&) const = default;
 };
 struct StoredMessage {
   std::string clinic_id, conversation_id;
   v1::Message message;
-  MessageCursor position;
+  int64_t create_micros = 0;  // the row's create_time column
+  MessageCursor Position() const { return {create_micros, conversation_id, message.sequence()}; }
 };
 // The clinic's messages after `after` and created at or before `until`, oldest first.
 absl::StatusOr<std::vector<StoredMessage>> ClinicMessagesAfter(db::Tx& tx, const std::string& clinic_id,
