@@ -154,7 +154,10 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
     }});
   }
   for (auto& [service, health_name] : *services) rt.host->AddService(service.get(), health_name);
-  if (auto s = rt.host->Start(); !s.ok()) return fail(s);
+  if (auto s = rt.host->Start(); !s.ok()) {
+    for (auto& fn : rt.after_stop) fn();  // stop what build() started, while the database is open
+    return fail(s);
+  }
   rt.relay->Start();
 
   // Redis health is a component status ("continuum.redis"): visible to operators and to

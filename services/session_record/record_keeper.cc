@@ -1066,6 +1066,9 @@ absl::StatusOr<v1::ListAuditEntriesResponse> RecordKeeper::ListAuditEntries(cons
   AuditFilter f{r.actor(), r.on_behalf_of(), r.resource_prefix(), std::nullopt, std::nullopt, offset, size + 1};
   if (r.time_range().has_start_time()) f.from = FromProto(r.time_range().start_time());
   if (r.time_range().has_end_time()) f.to = FromProto(r.time_range().end_time());
+  // Entries still pending (appended by calls that committed, not yet chained) first, so the
+  // log shows every audited call that committed before this one.
+  RETURN_IF_ERROR(ChainAllPendingAudit(db_, ids[0]));
   v1::ListAuditEntriesResponse out;
   RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
     ASSIGN_OR_RETURN(auto list, ListAudit(tx, ids[0], f));
@@ -1082,6 +1085,7 @@ absl::StatusOr<v1::VerifyAuditChainResponse> RecordKeeper::VerifyAuditChain(cons
   if (p.role != auth::Role::kAdmin && p.role != auth::Role::kService) {
     return Denied("PERMISSION_DENIED_ROLE", "only clinic admins verify the audit log");
   }
+  RETURN_IF_ERROR(ChainAllPendingAudit(db_, ids[0]));  // verify every entry committed so far
   v1::VerifyAuditChainResponse out;
   RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
     ASSIGN_OR_RETURN(out, VerifyAudit(tx, ids[0]));
