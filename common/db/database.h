@@ -69,6 +69,15 @@ class Tx {
   virtual absl::StatusOr<int64_t> Exec(absl::string_view sql, const Params& params = {}) = 0;
   // Several statements without parameters (migrations). Dialect placeholders are expanded.
   virtual absl::Status ExecScript(absl::string_view sql) = 0;
+  // A statement whose result the caller does not need (an insert, an update whose row count
+  // does not matter). PostgreSQL sends it later, in one pipeline with the transaction's next
+  // statement or its COMMIT: a transaction's trailing writes and its commit are one round
+  // trip. Its failure is then returned by that later call (or by the commit, failing the
+  // transaction) rather than by this one; it fails the transaction just the same, and
+  // statements run in the order they were issued. SQLite runs it at once.
+  virtual absl::Status ExecDeferred(absl::string_view sql, const Params& params = {}) {
+    return Exec(sql, params).status();
+  }
   virtual Backend backend() const = 0;
 };
 

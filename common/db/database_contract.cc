@@ -102,6 +102,51 @@ TEST_P(DatabaseContractTest, TransactionsAreAtomicHoweverTheyBegin) {
   EXPECT_EQ(rows->at(1).Int(1), 8);
 }
 
+// Deferred statements (sent with the next statement or the commit on PostgreSQL) run in the
+// order issued, are seen by the transaction's later statements, commit with it, and a failing
+// one fails the transaction wherever it is reported: nothing of it is stored, the error is the
+// statement's own (here a unique violation, with its constraint), and every pooled connection
+// is usable afterwards.
+TEST_P(DatabaseContractTest, DeferredStatementsRunInOrderAndFailTheirTransaction) {
+  ASSERT_TRUE(db_->InTransaction([](Tx& tx) -> absl::Status {
+                    RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO items (id, n) VALUES ($1, 1)", {"a"}));
+                    RETURN_IF_ERROR(tx.ExecDeferred("UPDATE items SET n = n + 10 WHERE id = $1", {"a"}));
+                    ASSIGN_OR_RETURN(Rows seen, tx.Query("SELECT n FROM items WHERE id = 'a'"));
+                    if (seen.size() != 1 || seen[0].Int(0) != 11) return absl::InternalError("deferred not seen");
+                    RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO items (id, data) VALUES ($1, $2)",
+                                                    {"b", Blob{std::string("\0\xff", 2)}}));
+                    return tx.ExecDeferred("UPDATE items SET n = 2 WHERE id = $1", {"b"});  // goes with COMMIT
+                  }).ok());
+  for (int i = 0; i < 4; ++i) {  // every pooled connection: the commit reports the failure
+    absl::Status at_commit = db_->InTransaction([&](Tx& tx) -> absl::Status {
+      RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO items (id) VALUES ($1)", {absl::StrCat("lost", i)}));
+      return tx.ExecDeferred("INSERT INTO items (id) VALUES ('a')");
+    });
+    EXPECT_EQ(at_commit.code(), absl::StatusCode::kAlreadyExists) << at_commit;
+    EXPECT_EQ(ErrorReason(at_commit), "ALREADY_EXISTS");
+    EXPECT_NE(ErrorMetadata(at_commit)["constraint"], "") << at_commit;
+  }
+  absl::Status at_next = db_->InTransaction([](Tx& tx) -> absl::Status {
+    RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO items (id) VALUES ('lost')"));
+    RETURN_IF_ERROR(tx.ExecDeferred("INSERT INTO items (id) VALUES ('b')"));
+    return tx.Exec("UPDATE items SET n = 99").status();  // reports the failure, or SQLite did at once
+  });
+  EXPECT_EQ(at_next.code(), absl::StatusCode::kAlreadyExists) << at_next;
+  absl::Status refused = db_->InTransaction([](Tx& tx) -> absl::Status {
+    RETURN_IF_ERROR(tx.ExecDeferred("UPDATE items SET n = 99"));
+    return absl::FailedPreconditionError("rule not met");  // the body fails after deferring
+  });
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  auto rows = db_->Query("SELECT id, n, data FROM items ORDER BY id");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 2u) << "nothing of a failed transaction is stored";
+  EXPECT_EQ(rows->at(0).Text(0), "a");
+  EXPECT_EQ(rows->at(0).Int(1), 11);
+  EXPECT_EQ(rows->at(1).Text(0), "b");
+  EXPECT_EQ(rows->at(1).Int(1), 2);
+  EXPECT_EQ(rows->at(1).Bytes(2), std::string("\0\xff", 2));
+}
+
 TEST_P(DatabaseContractTest, UniqueViolationIsAlreadyExistsAndKeepsFirstRow) {
   ASSERT_TRUE(db_->Exec("INSERT INTO items (id, label) VALUES ('dup', 'first')").ok());
   auto second = db_->Exec("INSERT INTO items (id, label) VALUES ('dup', 'second')");

@@ -90,46 +90,22 @@ class PgConn final : public Tx {
   void set_autocommit_read_only(bool on) { autocommit_read_only_ = on; }
 
   absl::StatusOr<Result> Run(absl::string_view sql, const Params& params) {
-    if (autocommit_read_only_ && !absl::StartsWithIgnoreCase(absl::StripLeadingAsciiWhitespace(sql), "SELECT")) {
-      return MakeError(absl::StatusCode::kInternal, "INTERNAL",
-                       absl::StrCat("only SELECT may run in a read-only transaction: ", sql));
-    }
-    std::string key(sql);
-    std::string name;
-    if (auto it = statements_.find(key); it != statements_.end()) {
-      name = it->second;
-    } else {
-      name = absl::StrCat("s", statements_.size() + 1);
-      Result prep(PQprepare(conn_, name.c_str(), key.c_str(), 0, nullptr));
-      if (PQresultStatus(prep.get()) != PGRES_COMMAND_OK) return Error(prep.get(), "prepare");
-      statements_[key] = name;
-    }
-    std::vector<std::string> text(params.size());
-    std::vector<const char*> values(params.size());
-    std::vector<int> lengths(params.size()), formats(params.size());
-    for (size_t i = 0; i < params.size(); ++i) {
-      const Value& v = params[i];
-      if (std::holds_alternative<std::monostate>(v)) {
-        values[i] = nullptr;
-        continue;
-      }
-      if (auto* x = std::get_if<int64_t>(&v)) text[i] = absl::StrCat(*x);
-      else if (auto* d = std::get_if<double>(&v)) text[i] = absl::StrFormat("%.17g", *d);
-      else if (auto* s = std::get_if<std::string>(&v)) text[i] = *s;
-      else if (auto* b = std::get_if<Blob>(&v)) {
-        text[i] = b->bytes;
-        formats[i] = 1;  // binary: bytea contents as-is
-      }
-      values[i] = text[i].data();
-      lengths[i] = static_cast<int>(text[i].size());
-    }
-    Result r = begin_pending_ ? BeginAndRun(name, values, lengths, formats)
-                              : Result(PQexecPrepared(conn_, name.c_str(), static_cast<int>(params.size()),
-                                                      values.data(), lengths.data(), formats.data(), 0));
-    if (!r) return Error(nullptr, "BEGIN");
+    RETURN_IF_ERROR(RefuseWriteWhenReadOnly(sql));
+    ASSIGN_OR_RETURN(Bound b, Bind(sql, params));
+    if (begin_pending_ || !deferred_.empty()) return Flush(&b, nullptr);
+    std::vector<const char*> values = b.Values();
+    Result r(PQexecPrepared(conn_, b.name.c_str(), static_cast<int>(values.size()), values.data(), b.lengths.data(),
+                            b.formats.data(), 0));
     ExecStatusType st = PQresultStatus(r.get());
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return Error(r.get(), "query");
     return r;
+  }
+
+  absl::Status ExecDeferred(absl::string_view sql, const Params& params) override {
+    if (autocommit_read_only_) return Exec(sql, params).status();  // no transaction to end: nothing would send it
+    ASSIGN_OR_RETURN(Bound b, Bind(sql, params));
+    deferred_.push_back(std::move(b));
+    return absl::OkStatus();
   }
 
   absl::StatusOr<Rows> Query(absl::string_view sql, const Params& params) override {
@@ -186,10 +162,17 @@ class PgConn final : public Tx {
   // transaction's first statement (BeginAndRun, or prefixed to a script), and a transaction
   // that ran no statement sends neither BEGIN nor COMMIT.
   void BeginLazily() { begin_pending_ = true; }
-  absl::Status Commit() { return End("COMMIT"); }
-  absl::Status Rollback() { return End("ROLLBACK"); }
+  absl::Status Commit() {
+    if (!deferred_.empty()) return Flush(nullptr, "COMMIT").status();
+    return End("COMMIT");
+  }
+  absl::Status Rollback() {
+    deferred_.clear();  // never sent
+    return End("ROLLBACK");
+  }
 
   absl::Status Simple(const char* sql) {
+    if (!deferred_.empty()) RETURN_IF_ERROR(Flush(nullptr, nullptr).status());  // a script cannot join a pipeline
     std::string with_begin;
     if (begin_pending_) {  // a multi-statement simple query: BEGIN stays open after it
       begin_pending_ = false;
@@ -209,22 +192,92 @@ class PgConn final : public Tx {
     return absl::OkStatus();
   }
 
-  // BEGIN and the prepared statement in one pipeline (libpq 14+), one round trip. Returns the
-  // statement's result; if BEGIN failed, BEGIN's (the statement's is then PIPELINE_ABORTED);
-  // null if the connection failed.
-  Result BeginAndRun(const std::string& name, const std::vector<const char*>& values, const std::vector<int>& lengths,
-                     const std::vector<int>& formats) {
+  // A prepared statement with its parameters in libpq's form (text, or binary for bytea).
+  struct Bound {
+    std::string name;
+    std::vector<std::string> text;
+    std::vector<bool> null;
+    std::vector<int> lengths, formats;
+    std::vector<const char*> Values() const {
+      std::vector<const char*> v(text.size());
+      for (size_t i = 0; i < text.size(); ++i) v[i] = null[i] ? nullptr : text[i].data();
+      return v;
+    }
+  };
+
+  absl::Status RefuseWriteWhenReadOnly(absl::string_view sql) const {
+    if (autocommit_read_only_ && !absl::StartsWithIgnoreCase(absl::StripLeadingAsciiWhitespace(sql), "SELECT")) {
+      return MakeError(absl::StatusCode::kInternal, "INTERNAL",
+                       absl::StrCat("only SELECT may run in a read-only transaction: ", sql));
+    }
+    return absl::OkStatus();
+  }
+
+  // Prepares the statement on first use on this connection (statements are named per connection).
+  absl::StatusOr<Bound> Bind(absl::string_view sql, const Params& params) {
+    Bound b;
+    if (auto it = statements_.find(sql); it != statements_.end()) {
+      b.name = it->second;
+    } else {
+      std::string key(sql);
+      b.name = absl::StrCat("s", statements_.size() + 1);
+      Result prep(PQprepare(conn_, b.name.c_str(), key.c_str(), 0, nullptr));
+      if (PQresultStatus(prep.get()) != PGRES_COMMAND_OK) return Error(prep.get(), "prepare");
+      statements_[key] = b.name;
+    }
+    b.text.resize(params.size());
+    b.null.resize(params.size());
+    b.lengths.resize(params.size());
+    b.formats.resize(params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      const Value& v = params[i];
+      if (std::holds_alternative<std::monostate>(v)) {
+        b.null[i] = true;
+        continue;
+      }
+      if (auto* x = std::get_if<int64_t>(&v)) b.text[i] = absl::StrCat(*x);
+      else if (auto* d = std::get_if<double>(&v)) b.text[i] = absl::StrFormat("%.17g", *d);
+      else if (auto* s = std::get_if<std::string>(&v)) b.text[i] = *s;
+      else if (auto* bl = std::get_if<Blob>(&v)) {
+        b.text[i] = bl->bytes;
+        b.formats[i] = 1;  // binary: bytea contents as-is
+      }
+      b.lengths[i] = static_cast<int>(b.text[i].size());
+    }
+    return b;
+  }
+
+  // One pipeline (libpq 14+), one round trip: the pending BEGIN, the deferred statements, then
+  // `last` (a prepared statement) or `last_plain` (COMMIT), each when given. Returns the last
+  // query's result; else the first failure (BEGIN's, a deferred statement's, or the last
+  // one's: the server skips the rest of a pipeline after an error). A failed pipeline that
+  // carried COMMIT leaves the transaction open and aborted, so it is rolled back here.
+  absl::StatusOr<Result> Flush(const Bound* last, const char* last_plain) {
+    const bool begin = begin_pending_;
     begin_pending_ = false;
-    if (!PQenterPipelineMode(conn_)) return nullptr;
-    bool sent = PQsendQueryParams(conn_, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0) &&
-                PQsendQueryPrepared(conn_, name.c_str(), static_cast<int>(values.size()), values.data(),
-                                    lengths.data(), formats.data(), 0) &&
-                PQpipelineSync(conn_);
-    std::vector<Result> results;  // BEGIN's, then the statement's
-    for (int separators = 0; sent;) {
+    std::vector<Bound> deferred = std::move(deferred_);
+    deferred_.clear();
+    if (!PQenterPipelineMode(conn_)) return Error(nullptr, "pipeline");
+    auto send = [&](const Bound& b) {
+      std::vector<const char*> values = b.Values();
+      return PQsendQueryPrepared(conn_, b.name.c_str(), static_cast<int>(values.size()), values.data(),
+                                 b.lengths.data(), b.formats.data(), 0) == 1;
+    };
+    auto send_plain = [&](const char* sql) {
+      return PQsendQueryParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+    };
+    size_t queries = 0;
+    bool sent = true;
+    if (begin) sent = sent && send_plain("BEGIN") && ++queries;
+    for (const Bound& b : deferred) sent = sent && send(b) && ++queries;
+    if (last) sent = sent && send(*last) && ++queries;
+    if (last_plain) sent = sent && send_plain(last_plain) && ++queries;
+    sent = sent && PQpipelineSync(conn_) == 1;
+    std::vector<Result> results;  // one per query, in order
+    for (size_t separators = 0; sent;) {
       PGresult* r = PQgetResult(conn_);
-      if (r == nullptr) {  // the end of one query's results; two queries, then the sync
-        if (++separators > 2 || broken()) break;
+      if (r == nullptr) {  // the end of one query's results; then the sync
+        if (++separators > queries || broken()) break;
         continue;
       }
       if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
@@ -234,14 +287,22 @@ class PgConn final : public Tx {
       results.emplace_back(r);
     }
     PQexitPipelineMode(conn_);
-    if (results.size() != 2 || broken()) return nullptr;
-    if (PQresultStatus(results[0].get()) != PGRES_COMMAND_OK) return std::move(results[0]);
-    return std::move(results[1]);
+    if (!sent || results.size() != queries || broken()) return Error(nullptr, "pipeline");
+    for (Result& r : results) {
+      ExecStatusType st = PQresultStatus(r.get());
+      if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) continue;
+      absl::Status failed = Error(r.get(), "query");
+      if (last_plain != nullptr && !broken()) Simple("ROLLBACK").IgnoreError();
+      return failed;
+    }
+    if (results.empty()) return Result(nullptr);
+    return std::move(results.back());
   }
 
   std::string url_;
   PGconn* conn_ = nullptr;
   bool begin_pending_ = false;
+  std::vector<Bound> deferred_;  // ExecDeferred's, sent with the next statement or the commit
   std::map<std::string, std::string, std::less<>> statements_;
   bool autocommit_read_only_ = false;
 };

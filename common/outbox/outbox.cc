@@ -94,11 +94,11 @@ absl::Status Enqueue(db::Tx& tx, const std::vector<Event>& events, absl::Time no
                     ", $1, $", n + 5, ")");
     params.insert(params.end(), {e.stream, e.event_id, e.type, db::Blob{e.payload}, e.notify_channel});
   }
-  return tx
-      .Exec(absl::StrCat("INSERT INTO outbox (stream, event_id, type, payload, create_time, notify_channel) VALUES ",
-                         values),
-            params)
-      .status();
+  // Deferred: on PostgreSQL the events go out with the transaction's commit (a duplicate
+  // event_id then fails the commit instead of this call).
+  return tx.ExecDeferred(
+      absl::StrCat("INSERT INTO outbox (stream, event_id, type, payload, create_time, notify_channel) VALUES ", values),
+      params);
 }
 
 absl::Status Enqueue(db::Tx& tx, const Event& event, absl::Time now) {

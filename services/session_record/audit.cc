@@ -40,9 +40,8 @@ std::string AuditHash(const v1::AuditEntry& e) {
 absl::Status AppendAudit(db::Tx& tx, const std::string& clinic_id, v1::AuditEntry e) {
   // Stored (and so hashed) at microsecond precision, the precision of the occur_time column.
   *e.mutable_occur_time() = ToProto(absl::FromUnixMicros(absl::ToUnixMicros(FromProto(e.occur_time()))));
-  return tx.Exec("INSERT INTO audit_pending (clinic_id, data) VALUES ($1, $2)",
-                 {clinic_id, db::Blob{e.SerializeAsString()}})
-      .status();
+  return tx.ExecDeferred("INSERT INTO audit_pending (clinic_id, data) VALUES ($1, $2)",
+                         {clinic_id, db::Blob{e.SerializeAsString()}});
 }
 
 absl::StatusOr<int> ChainPendingAudit(db::Database& db, const std::string& clinic_id, int limit) {

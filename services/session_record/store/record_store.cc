@@ -92,30 +92,34 @@ absl::Status AppendVersion(db::Tx& tx, const std::string& clinic_id, const std::
                            const v1::SessionRecord& r, const std::string& author, const std::string& action,
                            const std::string& reason, const std::string* serialized) {
   int64_t now = absl::ToUnixMicros(FromProto(r.update_time()));
-  auto inserted = tx.Exec("INSERT INTO record_versions (clinic_id, record_id, version, author, action, reason, state,"
-                          " create_time, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                          {clinic_id, record_id, r.version(), author, action, reason, int64_t{r.state()}, now,
-                           db::Blob{serialized ? *serialized : r.SerializeAsString()}});
-  if (inserted.status().code() == absl::StatusCode::kAlreadyExists) {
+  const char* kInsert =
+      "INSERT INTO record_versions (clinic_id, record_id, version, author, action, reason, state, create_time, data)"
+      " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+  db::Params version = {clinic_id, record_id, r.version(), author, action, reason, int64_t{r.state()}, now,
+                        db::Blob{serialized ? *serialized : r.SerializeAsString()}};
+  auto conflict = [] {
     return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT",
                      "the record was changed concurrently; read it again and retry");
-  }
-  RETURN_IF_ERROR(inserted.status());
+  };
   if (r.version() == 1) {
+    auto inserted = tx.Exec(kInsert, version);
+    if (inserted.status().code() == absl::StatusCode::kAlreadyExists) return conflict();
+    RETURN_IF_ERROR(inserted.status());
     return tx
         .Exec("INSERT INTO session_records (clinic_id, record_id, client_id, state, latest_version, create_time)"
               " VALUES ($1, $2, $3, $4, 1, $5)",
               {clinic_id, record_id, r.client().substr(r.client().rfind('/') + 1), int64_t{r.state()}, now})
         .status();
   }
+  // The head moves first, guarded by the version it moves from: a concurrent writer of the same
+  // version finds it moved (or waits for its row lock, then finds it moved) and starts over.
+  // Holding the head, this write alone can add the version, so its insert cannot conflict and
+  // is deferred (on PostgreSQL it goes out with the commit).
   ASSIGN_OR_RETURN(int64_t moved, tx.Exec("UPDATE session_records SET latest_version = $1, state = $2"
                                           " WHERE clinic_id = $3 AND record_id = $4 AND latest_version = $5",
                                           {r.version(), int64_t{r.state()}, clinic_id, record_id, r.version() - 1}));
-  if (moved != 1) {
-    return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT",
-                     "the record was changed concurrently; read it again and retry");
-  }
-  return absl::OkStatus();
+  if (moved != 1) return conflict();
+  return tx.ExecDeferred(kInsert, version);
 }
 
 absl::StatusOr<std::vector<v1::SessionRecordVersion>> ListVersions(db::Tx& tx, const std::string& clinic_id,
