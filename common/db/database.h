@@ -74,7 +74,9 @@ class Tx {
   // statement or its COMMIT: a transaction's trailing writes and its commit are one round
   // trip. Its failure is then returned by that later call (or by the commit, failing the
   // transaction) rather than by this one; it fails the transaction just the same, and
-  // statements run in the order they were issued. SQLite runs it at once.
+  // statements run in the order they were issued. SQLite runs it at once. So defer only
+  // statements whose failure the caller need not tell apart from a later statement's (not an
+  // insert whose unique violation the caller turns into its own answer).
   virtual absl::Status ExecDeferred(absl::string_view sql, const Params& params = {}) {
     return Exec(sql, params).status();
   }
