@@ -163,7 +163,7 @@ class PgConn final : public Tx {
   Backend backend() const override { return Backend::kPostgres; }
 
   // A write transaction's BEGIN is not a round trip of its own: it goes out with the
-  // transaction's first statement (BeginAndRun, or prefixed to a script), and a transaction
+  // transaction's first statement (in Flush's pipeline, or prefixed to a script), and a transaction
   // that ran no statement sends neither BEGIN nor COMMIT.
   void BeginLazily() { begin_pending_ = true; }
   absl::Status Commit() {
@@ -270,13 +270,13 @@ class PgConn final : public Tx {
     auto send_plain = [&](const char* sql) {
       return PQsendQueryParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
     };
-    size_t queries = 0;
     bool sent = true;
-    if (begin) sent = sent && send_plain("BEGIN") && ++queries;
-    for (const Bound& b : deferred) sent = sent && send(b) && ++queries;
-    if (last) sent = sent && send(*last) && ++queries;
-    if (last_plain) sent = sent && send_plain(last_plain) && ++queries;
+    if (begin) sent = send_plain("BEGIN");
+    for (const Bound& b : deferred) sent = sent && send(b);
+    if (last) sent = sent && send(*last);
+    if (last_plain) sent = sent && send_plain(last_plain);
     sent = sent && PQpipelineSync(conn_) == 1;
+    const size_t queries = (begin ? 1 : 0) + deferred.size() + (last ? 1 : 0) + (last_plain ? 1 : 0);
     std::vector<Result> results;  // one per query, in order
     for (size_t separators = 0; sent;) {
       PGresult* r = PQgetResult(conn_);
