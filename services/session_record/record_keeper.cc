@@ -171,6 +171,10 @@ struct RecordKeeper::Change {
   absl::Time now;
   std::string reason;  // recorded on the version (amendments, overrides)
   std::vector<events::v1::EventEnvelope> events;
+  // Set by a change that only added entries to the record's lists and left every entry
+  // already in them as it was (other fields may change): the version may then be stored as a
+  // delta (store::StoredForm). Unset, the version is stored whole, which is always correct.
+  bool only_appended = false;
 
   events::v1::EventEnvelope& Event() {
     events.emplace_back();
@@ -283,7 +287,8 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
     // serialize.
     struct Next {
       std::shared_ptr<v1::SessionRecord> record;
-      std::shared_ptr<std::string> data;  // serialized, as stored (and as answered)
+      std::shared_ptr<std::string> data;  // serialized whole (as answered)
+      std::string stored;                 // as stored: whole or a delta
       std::string reason;
       std::vector<events::v1::EventEnvelope> events;
     };
@@ -292,12 +297,14 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
       Next next{std::move(record)};
       const int64_t base_version = next.record->version();
       absl::Time now = clock_.Now();
+      const store::ListSizes before = store::ListSizesOf(*next.record);
       Change change{p, who, *next.record, now};
       RETURN_IF_ERROR(apply(change));
       next.record->set_version(base_version + 1);
       *next.record->mutable_update_time() = ToProto(now);
       next.record->set_etag(EtagOf(*next.record));
       next.data = std::make_shared<std::string>(next.record->SerializeAsString());
+      next.stored = store::StoredForm(*next.record, change.only_appended, before, next.data.get());
       next.reason = std::move(change.reason);
       next.events = std::move(change.events);
       return next;
@@ -370,7 +377,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
           }
           const v1::SessionRecord& record = *next->record;
           RETURN_IF_ERROR(
-              store::AppendVersion(tx, ids[0], ids[1], record, p.subject, action, next->reason, next->data.get()));
+              store::AppendVersion(tx, ids[0], ids[1], record, p.subject, action, next->reason, &next->stored));
           RETURN_IF_ERROR(AppendAudit(tx, ids[0],
                                       AuditOf(p, record.client(), name, action, FromProto(record.update_time()),
                                               absl::OkStatus(), request_id, next->reason)));
@@ -766,6 +773,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::StartDoseAdministration(const P& p,
     }
     *c.record.add_dose_administrations() = d;
     c.record.clear_earliest_complete_time();
+    c.only_appended = true;
     return absl::OkStatus();
   });
 }
@@ -847,6 +855,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::RecordVitals(const P& p, const v1::R
     if (!rec.has_measure_time()) *rec.mutable_measure_time() = ToProto(c.now);
     rec.set_recorded_by(PersonName(c.p));
     *c.record.add_vitals() = rec;
+    c.only_appended = true;
     return absl::OkStatus();
   });
 }
@@ -865,6 +874,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::AddTimelineEntry(const P& p, const v
     e.set_author(PersonName(c.p));
     *e.mutable_create_time() = ToProto(c.now);
     *c.record.add_timeline() = e;
+    c.only_appended = true;
     return absl::OkStatus();
   });
 }
@@ -885,6 +895,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::ReportAdverseEvent(const P& p, const
     ae.set_reporter(PersonName(c.p));
     *ae.mutable_create_time() = ToProto(c.now);
     *c.record.add_adverse_events() = ae;
+    c.only_appended = true;
     auto* reported = c.Event().mutable_adverse_event_reported();
     reported->set_session_record(c.record.name());
     reported->set_appointment(c.record.appointment());
@@ -938,6 +949,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::UpdateNote(const P& p, const v1::Upd
     note->set_text(r.note().text());
     note->set_author(PersonName(c.p));
     *note->mutable_update_time() = ToProto(c.now);
+    c.only_appended = true;  // no list changes at all
     return absl::OkStatus();
   });
 }

@@ -4,10 +4,13 @@
 // the audit chain (and a tampered row), journals, the FHIR bundle and access.
 #include "services/session_record/record_keeper.h"
 
+#include <set>
+
 #include "common/api/idempotency.h"
 #include "common/db/migrations.h"
 #include "common/outbox/outbox.h"
 #include "common/status/errors.h"
+#include "common/status/macros.h"
 #include "common/time/proto_time.h"
 #include "common/testing/harness.h"
 #include "common/testing/matchers.h"
@@ -116,6 +119,15 @@ class RecordKeeperTest : public ::testing::Test {
   }
 
   std::string Rid() { return absl::StrCat("r", next_++); }
+
+  // A database of `backend` ("sqlite": `file` in `dir`; "postgres": a new database on the
+  // shared test server).
+  static absl::StatusOr<std::string> DatabaseUrl(const std::string& backend, testing::TempDir& dir,
+                                                 const std::string& file) {
+    if (backend != "postgres") return "sqlite:" + dir.File(file);
+    ASSIGN_OR_RETURN(auto* pg, testing::PostgresServer::Shared());
+    return pg->CreateDatabase();
+  }
 
   absl::StatusOr<v1::SessionRecord> Create(const std::string& appointment, const Principal& who) {
     v1::CreateSessionRecordRequest r;
@@ -411,15 +423,9 @@ TEST_F(RecordKeeperTest, AuditChainTakesEveryEntryOnceInOrderWhileReplicasWriteA
   testing::TempDir dir;
   for (const std::string backend : {"sqlite", "postgres"}) {
     SCOPED_TRACE(backend);
-    std::string url = "sqlite:" + dir.File("chain.db");
-    if (backend == "postgres") {
-      auto pg = testing::PostgresServer::Shared();
-      ASSERT_TRUE(pg.ok()) << pg.status();
-      auto u = (*pg)->CreateDatabase();
-      ASSERT_TRUE(u.ok()) << u.status();
-      url = *u;
-    }
-    auto opened = db::Open({.url = url, .pool_size = 8});
+    absl::StatusOr<std::string> url = DatabaseUrl(backend, dir, "chain.db");
+    ASSERT_TRUE(url.ok()) << url.status();
+    auto opened = db::Open({.url = *url, .pool_size = 8});
     ASSERT_TRUE(opened.ok()) << opened.status();
     db::Database& db = **opened;
     ASSERT_TRUE(db::ApplyMigrations(db, "outbox", outbox::Migrations()).ok());
@@ -689,6 +695,158 @@ TEST_F(RecordKeeperTest, AReplicasCachedCopyNeverHidesAnotherReplicasWrite) {
   auto stored = other.GetSessionRecord(therapist_, get);
   ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_EQ(stored->SerializeAsString(), third->SerializeAsString());
+}
+
+// Versions written by list-only changes are stored as deltas over the version before (with a
+// whole version at least every store::kWholeEvery versions); every version still reads back
+// exactly as it was answered, through a replica that has cached nothing, one by one and as
+// the latest in a listing.
+TEST_F(RecordKeeperTest, EveryVersionReadsBackAsWrittenWhetherStoredWholeOrAsADelta) {
+  testing::TempDir dir;
+  for (const std::string backend : {"sqlite", "postgres"}) {  // the rebuilding SQL on both
+    SCOPED_TRACE(backend);
+    absl::StatusOr<std::string> url = DatabaseUrl(backend, dir, "deltas.db");
+    ASSERT_TRUE(url.ok()) << url.status();
+    keeper_.reset();
+    auto opened = db::Open({.url = *url});
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    db_ = std::move(*opened);
+    ASSERT_TRUE(db::ApplyMigrations(*db_, "outbox", outbox::Migrations()).ok());
+    ASSERT_TRUE(db::ApplyMigrations(*db_, "idempotency", api::IdempotencyMigrations()).ok());
+    ASSERT_TRUE(db::ApplyMigrations(*db_, "session_record", session_record::Migrations()).ok());
+    keeper_ = std::make_unique<RecordKeeper>(*db_, clock_, scheduling_);
+    auto rec = Create("med1", therapist_);
+    ASSERT_TRUE(rec.ok()) << rec.status();
+    std::vector<std::string> answered = {rec->SerializeAsString()};  // [v - 1]: version v as answered
+    for (int i = 0; i < 45; ++i) {
+      absl::StatusOr<v1::SessionRecord> written;
+      if (i % 9 == 4) {  // a change that is not list-only: stored whole
+        written = [&]() -> absl::StatusOr<v1::SessionRecord> {
+          RETURN_IF_ERROR(Check(rec->name(), {Bp(120 + i, 80)}, therapist_).status());
+          v1::GetSessionRecordRequest get;
+          get.set_name(rec->name());
+          return keeper_->GetSessionRecord(therapist_, get);
+        }();
+      } else if (i % 9 == 7) {
+        v1::UpdateNoteRequest note;
+        note.set_name(rec->name());
+        note.mutable_note()->set_kind(v1::Note::KIND_SESSION);
+        note.mutable_note()->set_text(i % 2 ? absl::StrCat("note ", i) : "");  // also back to empty
+        note.set_request_id(Rid());
+        written = keeper_->UpdateNote(therapist_, note);
+      } else if (i % 3 == 0) {
+        v1::RecordVitalsRequest vitals;
+        vitals.set_name(rec->name());
+        vitals.mutable_vitals()->set_heart_rate_bpm(60 + i);
+        vitals.set_request_id(Rid());
+        written = keeper_->RecordVitals(therapist_, vitals);
+      } else {
+        v1::AddTimelineEntryRequest tl;
+        tl.set_name(rec->name());
+        tl.mutable_entry()->set_kind(v1::TimelineEntry::KIND_OBSERVATION);
+        tl.mutable_entry()->set_text(absl::StrCat("entry ", i));
+        tl.set_request_id(Rid());
+        written = keeper_->AddTimelineEntry(therapist_, tl);
+      }
+      ASSERT_TRUE(written.ok()) << i << ": " << written.status();
+      ASSERT_EQ(written->version(), static_cast<int64_t>(answered.size()) + 1);
+      answered.push_back(written->SerializeAsString());
+      clock_.Advance(absl::Seconds(1));
+    }
+
+    // What was stored: whole at versions 1, 17, 33 and for the checklist updates; deltas
+    // otherwise, far smaller than the record once it has grown.
+    absl::StatusOr<db::Rows> stored;
+    ASSERT_TRUE(db_->InTransaction([&](db::Tx& tx) {
+      stored = tx.Query("SELECT version, data FROM record_versions ORDER BY version", {});
+      return stored.status();
+    }).ok());
+    ASSERT_EQ(stored->size(), answered.size());
+    size_t deltas = 0;
+    for (const auto& row : *stored) {
+      const int64_t v = row.Int(0);
+      const int i = static_cast<int>(v) - 2;  // the loop step that wrote version v
+      const bool whole = v % store::kWholeEvery == 1 || i % 9 == 4;
+      const std::string data = row.Bytes(1);
+      ASSERT_FALSE(data.empty());
+      EXPECT_EQ(data[0] != '\0', whole) << "version " << v;
+      EXPECT_EQ(data == answered[v - 1], whole) << "version " << v;
+      if (!whole) {
+        ++deltas;
+        // The delta holds one entry and the fields that are not lists; the record, all of them.
+        if (v > 30) EXPECT_LT(data.size() * 3, answered[v - 1].size()) << "version " << v;
+      }
+    }
+    EXPECT_GE(deltas, 30u);
+
+    RecordKeeper fresh(*db_, clock_, scheduling_);
+    for (size_t v = 1; v <= answered.size(); ++v) {
+      v1::GetSessionRecordRequest get;
+      get.set_name(rec->name());
+      get.set_version(static_cast<int64_t>(v));
+      auto read = fresh.GetSessionRecord(therapist_, get);
+      ASSERT_TRUE(read.ok()) << "version " << v << ": " << read.status();
+      EXPECT_EQ(read->SerializeAsString(), answered[v - 1]) << "version " << v;
+    }
+    v1::ListSessionRecordsRequest list;
+    list.set_parent("clinics/c01");
+    list.set_client("people/cl1");
+    auto listed = RecordKeeper(*db_, clock_, scheduling_).ListSessionRecords(therapist_, list);
+    ASSERT_TRUE(listed.ok()) << listed.status();
+    ASSERT_EQ(listed->session_records_size(), 1);
+    EXPECT_EQ(listed->session_records(0).SerializeAsString(), answered.back());
+  }
+}
+
+// store::StoredForm and ApplyDelta: a delta replaces every field that is not a list (also
+// with a default value) and appends to the lists; anything else is stored whole.
+TEST(RecordDeltaTest, DeltasReplaceFieldsAppendToListsAndOtherwiseStoreWhole) {
+  v1::SessionRecord before;
+  before.set_name("clinics/c01/sessionRecords/r1");
+  before.set_version(2);
+  before.set_sitter("people/s1");
+  before.mutable_note()->set_text("draft");
+  before.add_timeline()->set_text("one");
+  before.add_vitals()->set_heart_rate_bpm(70);
+  const store::ListSizes sizes = store::ListSizesOf(before);
+
+  v1::SessionRecord next = before;
+  next.set_version(3);
+  next.clear_sitter();
+  next.clear_note();
+  next.add_timeline()->set_text("two");
+  next.add_adverse_events()->set_description("nausea");
+  const std::string next_bytes = next.SerializeAsString();
+  std::string delta = store::StoredForm(next, /*only_appended=*/true, sizes);
+  EXPECT_EQ(next.SerializeAsString(), next_bytes);  // restored after the lists were swapped out
+  ASSERT_FALSE(delta.empty());
+  EXPECT_EQ(delta[0], '\0');
+  v1::SessionRecord probe;
+  EXPECT_FALSE(probe.ParseFromString(delta));  // an older replica refuses it rather than misread it
+  auto applied = store::ApplyDelta(before, delta);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->SerializeAsString(), next_bytes);
+
+  // Not declared list-only, a list that shrank, or a version due to be whole: stored whole.
+  EXPECT_EQ(store::StoredForm(next, /*only_appended=*/false, sizes), next_bytes);
+  v1::SessionRecord shrunk = next;
+  shrunk.clear_vitals();
+  EXPECT_EQ(store::StoredForm(shrunk, true, sizes), shrunk.SerializeAsString());
+  v1::SessionRecord due = next;
+  due.set_version(store::kWholeEvery + 1);
+  EXPECT_EQ(store::StoredForm(due, true, sizes), due.SerializeAsString());
+  EXPECT_EQ(store::ApplyDelta(before, next_bytes).status().code(), absl::StatusCode::kDataLoss);
+}
+
+// The delta code names SessionRecord's lists one by one (store::StoredForm / ApplyDelta): a
+// list added to the record must be added there too, or its entries would be lost from deltas.
+TEST(RecordDeltaTest, DeltasCoverEveryListOfTheRecord) {
+  std::set<std::string> lists;
+  const auto* d = v1::SessionRecord::descriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    if (d->field(i)->is_repeated()) lists.insert(d->field(i)->name());
+  }
+  EXPECT_THAT(lists, ::testing::UnorderedElementsAre("dose_administrations", "vitals", "timeline", "adverse_events"));
 }
 
 TEST_F(RecordKeeperTest, RoleByOperationTable) {

@@ -14,7 +14,105 @@ std::string CacheKey(const std::string& clinic_id, const std::string& record_id)
   return absl::StrCat(clinic_id, "/", record_id);
 }
 
+// A stored delta starts with this byte. A serialized SessionRecord cannot (a tag of field
+// number 0 is invalid), so a replica older than deltas refuses such a row as DATA_LOSS
+// instead of taking part of a record for all of it.
+constexpr char kDeltaMarker = '\0';
+
+bool IsDelta(absl::string_view stored) { return !stored.empty() && stored[0] == kDeltaMarker; }
+
+// Calls f(list of a, list of b) for each of SessionRecord's lists. The test
+// DeltasCoverEveryListOfTheRecord fails when the record gains a list this does not name.
+template <typename F>
+void ForEachList(v1::SessionRecord& a, v1::SessionRecord& b, F f) {
+  f(*a.mutable_dose_administrations(), *b.mutable_dose_administrations());
+  f(*a.mutable_vitals(), *b.mutable_vitals());
+  f(*a.mutable_timeline(), *b.mutable_timeline());
+  f(*a.mutable_adverse_events(), *b.mutable_adverse_events());
+}
+
+// One stored version: its number and what AppendVersion stored.
+struct StoredVersion {
+  int64_t version;
+  std::string data;
+};
+
+// The record at the last of `versions` (consecutive, ascending): the last whole one with the
+// deltas after it applied.
+absl::StatusOr<v1::SessionRecord> Rebuild(const std::string& record_id, const std::vector<StoredVersion>& versions) {
+  size_t whole = versions.size();
+  for (size_t i = versions.size(); i-- > 0;) {
+    if (!IsDelta(versions[i].data)) {
+      whole = i;
+      break;
+    }
+  }
+  if (whole == versions.size()) {
+    return absl::DataLossError(absl::StrCat("record ", record_id, " version ", versions.back().version,
+                                            ": no whole version within ", kWholeEvery, " versions before it"));
+  }
+  v1::SessionRecord record;
+  if (!record.ParseFromString(versions[whole].data)) {
+    return absl::DataLossError(absl::StrCat("record ", record_id, " version ", versions[whole].version, " does not parse"));
+  }
+  for (size_t i = whole + 1; i < versions.size(); ++i) {
+    if (versions[i].version != versions[i - 1].version + 1) {
+      return absl::DataLossError(absl::StrCat("record ", record_id, " version ", versions[i - 1].version + 1, " is missing"));
+    }
+    ASSIGN_OR_RETURN(record, ApplyDelta(std::move(record), versions[i].data));
+  }
+  return record;
+}
+
+// SQL for the rows a version is rebuilt from: those from the last version that is whole by
+// position (1, 17, 33, ...) to the version itself; `v` is that version's SQL expression.
+std::string RebuildRange(absl::string_view v) {
+  return absl::StrCat("v.version <= ", v, " AND v.version >= ", v, " - ((", v, " - 1) % ", kWholeEvery, ")");
+}
+
 }  // namespace
+
+ListSizes ListSizesOf(const v1::SessionRecord& r) {
+  return {r.dose_administrations_size(), r.vitals_size(), r.timeline_size(), r.adverse_events_size()};
+}
+
+std::string StoredForm(v1::SessionRecord& next, bool only_appended, const ListSizes& before,
+                       const std::string* whole) {
+  auto whole_form = [&] { return whole ? *whole : next.SerializeAsString(); };
+  const ListSizes after = ListSizesOf(next);
+  if (!only_appended || next.version() % kWholeEvery == 1 || after.doses < before.doses ||
+      after.vitals < before.vitals || after.timeline < before.timeline ||
+      after.adverse_events < before.adverse_events) {
+    return whole_form();
+  }
+  // The fields other than the lists, copied with the lists swapped out of `next` (and back).
+  v1::SessionRecord lists;
+  ForEachList(next, lists, [](auto& a, auto& b) { a.Swap(&b); });
+  v1::SessionRecord delta = next;
+  ForEachList(next, lists, [](auto& a, auto& b) { a.Swap(&b); });
+  const int starts[] = {before.doses, before.vitals, before.timeline, before.adverse_events};
+  int list = 0;
+  ForEachList(delta, next, [&](auto& added, const auto& all) {
+    for (int i = starts[list]; i < all.size(); ++i) *added.Add() = all.Get(i);
+    ++list;
+  });
+  std::string out(1, kDeltaMarker);
+  delta.AppendToString(&out);
+  return out;
+}
+
+absl::StatusOr<v1::SessionRecord> ApplyDelta(v1::SessionRecord previous, absl::string_view stored) {
+  v1::SessionRecord next;
+  if (!IsDelta(stored) || !next.ParseFromArray(stored.data() + 1, static_cast<int>(stored.size() - 1))) {
+    return absl::DataLossError("a stored record delta does not parse");
+  }
+  // `next` has every field but the lists' earlier entries, which move over from `previous`.
+  ForEachList(next, previous, [](auto& added, auto& earlier) {
+    added.Swap(&earlier);  // next: the earlier entries; previous: the added ones
+    for (auto& e : earlier) *added.Add() = std::move(e);
+  });
+  return next;
+}
 
 std::shared_ptr<const v1::SessionRecord> LatestRecords::Find(const std::string& clinic_id,
                                                              const std::string& record_id, int64_t version) const {
@@ -78,25 +176,35 @@ absl::StatusOr<std::optional<v1::SessionRecord>> GetRecord(db::Tx& tx, const std
   ASSIGN_OR_RETURN(
       db::Rows rows,
       version > 0
-          ? tx.Query("SELECT data FROM record_versions WHERE clinic_id = $1 AND record_id = $2 AND version = $3",
+          ? tx.Query(absl::StrCat("SELECT v.version, v.data FROM record_versions v WHERE v.clinic_id = $1",
+                                  " AND v.record_id = $2 AND ", RebuildRange("$3"), " ORDER BY v.version"),
                      {clinic_id, record_id, version})
-          : tx.Query("SELECT v.data FROM session_records r JOIN record_versions v ON v.clinic_id = r.clinic_id"
-                     " AND v.record_id = r.record_id AND v.version = r.latest_version"
-                     " WHERE r.clinic_id = $1 AND r.record_id = $2",
+          : tx.Query(absl::StrCat("SELECT v.version, v.data, r.latest_version FROM session_records r JOIN record_versions v",
+                                  " ON v.clinic_id = r.clinic_id AND v.record_id = r.record_id AND ",
+                                  RebuildRange("r.latest_version"),
+                                  " WHERE r.clinic_id = $1 AND r.record_id = $2 ORDER BY v.version"),
                      {clinic_id, record_id}));
-  if (rows.empty()) return std::nullopt;
-  return db::ParseProto<v1::SessionRecord>(rows[0], 0);
+  if (rows.empty() || (version > 0 && rows.back().Int(0) != version)) return std::nullopt;
+  if (version == 0 && rows.back().Int(0) != rows.back().Int(2)) {
+    return absl::DataLossError(absl::StrCat("record ", record_id, " names version ", rows.back().Int(2),
+                                            " as its latest, and that version is missing"));
+  }
+  std::vector<StoredVersion> versions;
+  versions.reserve(rows.size());
+  for (const auto& row : rows) versions.push_back({row.Int(0), row.Bytes(1)});
+  ASSIGN_OR_RETURN(v1::SessionRecord record, Rebuild(record_id, versions));
+  return record;
 }
 
 absl::Status AppendVersion(db::Tx& tx, const std::string& clinic_id, const std::string& record_id,
                            const v1::SessionRecord& r, const std::string& author, const std::string& action,
-                           const std::string& reason, const std::string* serialized) {
+                           const std::string& reason, const std::string* stored) {
   int64_t now = absl::ToUnixMicros(FromProto(r.update_time()));
   const char* kInsert =
       "INSERT INTO record_versions (clinic_id, record_id, version, author, action, reason, state, create_time, data)"
       " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
   db::Params version = {clinic_id, record_id, r.version(), author, action, reason, int64_t{r.state()}, now,
-                        db::Blob{serialized ? *serialized : r.SerializeAsString()}};
+                        db::Blob{stored ? *stored : r.SerializeAsString()}};
   auto conflict = [] {
     return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT",
                      "the record was changed concurrently; read it again and retry");
@@ -157,15 +265,27 @@ absl::StatusOr<std::vector<v1::SessionRecord>> ListRecords(db::Tx& tx, const std
     where += " AND r.state IN " + db::Placeholders(states.size(), params.size() + 1);
     for (int s : states) params.push_back(int64_t{s});
   }
+  // The page of records, then the rows each one's latest version is rebuilt from.
   ASSIGN_OR_RETURN(db::Rows rows,
-                   tx.Query(absl::StrCat("SELECT v.data FROM session_records r JOIN record_versions v"
-                                         " ON v.clinic_id = r.clinic_id AND v.record_id = r.record_id"
-                                         " AND v.version = r.latest_version WHERE r.clinic_id = $1",
-                                         where, " ORDER BY r.create_time, r.record_id LIMIT $2 OFFSET $3"),
+                   tx.Query(absl::StrCat("SELECT p.record_id, v.version, v.data, p.latest_version FROM (SELECT r.record_id,",
+                                         " r.latest_version, r.create_time FROM session_records r WHERE r.clinic_id = $1",
+                                         where, " ORDER BY r.create_time, r.record_id LIMIT $2 OFFSET $3) p",
+                                         " JOIN record_versions v ON v.clinic_id = $1 AND v.record_id = p.record_id AND ",
+                                         RebuildRange("p.latest_version"),
+                                         " ORDER BY p.create_time, p.record_id, v.version"),
                             params));
   std::vector<v1::SessionRecord> out;
-  for (const auto& row : rows) {
-    ASSIGN_OR_RETURN(auto r, db::ParseProto<v1::SessionRecord>(row, 0));
+  for (size_t begin = 0; begin < rows.size();) {
+    const std::string record_id = rows[begin].Text(0);
+    std::vector<StoredVersion> versions;
+    for (; begin < rows.size() && rows[begin].Text(0) == record_id; ++begin) {
+      versions.push_back({rows[begin].Int(1), rows[begin].Bytes(2)});
+    }
+    if (versions.back().version != rows[begin - 1].Int(3)) {
+      return absl::DataLossError(absl::StrCat("record ", record_id, " names version ", rows[begin - 1].Int(3),
+                                              " as its latest, and that version is missing"));
+    }
+    ASSIGN_OR_RETURN(auto r, Rebuild(record_id, versions));
     out.push_back(std::move(r));
   }
   return out;

@@ -9,6 +9,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "common/db/database.h"
 #include "continuum/records/v1/journal.pb.h"
@@ -52,15 +53,38 @@ absl::StatusOr<std::shared_ptr<const v1::SessionRecord>> GetLatest(db::Tx& tx, L
                                                                    const std::string& record_id,
                                                                    bool committed_read);
 
+// How versions are stored. A version is stored whole, or as a delta over the version before
+// it when the write only added entries to the record's lists (doses, vitals, timeline,
+// adverse events) and changed nothing already in them: the delta is the record with its lists
+// holding just the added entries (every other field whole). A whole version is stored at
+// least every kWholeEvery versions (versions 1, 17, 33, ...), so reading any version reads at
+// most that many rows and parses one whole record. Before deltas, a 40-entry session stored
+// 40 copies of its growing record (storage quadratic in the entries, and each write wrote
+// the whole record again: overflow pages and WAL on SQLite, TOAST on PostgreSQL).
+inline constexpr int64_t kWholeEvery = 16;
+// The sizes of a record's lists, taken before a write changes it.
+struct ListSizes {
+  int doses = 0, vitals = 0, timeline = 0, adverse_events = 0;
+};
+ListSizes ListSizesOf(const v1::SessionRecord& record);
+// What AppendVersion stores for `next` (version already set), written by a change that kept
+// the first `before` entries of each list as they were (`only_appended`): a delta when allowed,
+// otherwise the whole record, `whole` when given (its serialized bytes) or serialized here.
+// `next` is changed during the call and restored (its lists are swapped out, not copied).
+std::string StoredForm(v1::SessionRecord& next, bool only_appended, const ListSizes& before,
+                       const std::string* whole = nullptr);
+// Applies a stored delta to the version before it.
+absl::StatusOr<v1::SessionRecord> ApplyDelta(v1::SessionRecord previous, absl::string_view stored);
+
 // The latest version, or a given one (version > 0).
 absl::StatusOr<std::optional<v1::SessionRecord>> GetRecord(db::Tx& tx, const std::string& clinic_id,
                                                            const std::string& record_id, int64_t version = 0);
-// Appends `record` (whose version is already set; `serialized`, when given, is its bytes) as a
-// new version and moves the head to it.
+// Appends `record` (whose version is already set; `stored`, when given, is what to store: see
+// StoredForm; otherwise the whole record) as a new version and moves the head to it.
 // The head moves only from version - 1: a concurrent writer makes this ABORTED.
 absl::Status AppendVersion(db::Tx& tx, const std::string& clinic_id, const std::string& record_id,
                            const v1::SessionRecord& record, const std::string& author, const std::string& action,
-                           const std::string& reason, const std::string* serialized = nullptr);
+                           const std::string& reason, const std::string* stored = nullptr);
 // The latest version number, or nullopt when there is no such record.
 absl::StatusOr<std::optional<int64_t>> LatestVersion(db::Tx& tx, const std::string& clinic_id,
                                                      const std::string& record_id);
