@@ -246,20 +246,24 @@ for backend in sqlite postgres; do
   say "writes ($backend)"
   lg --scenario=book --label="$backend" --state="$state" --target="$sched_addr" --connections=4 --inflight=32 \
     --book-window=$((window++))
-  # Each record takes at most 40 entries, then writes move to fresh ones (see the scenario);
-  # the two runs use disjoint halves of the 1,024 seeded records.
-  offset=0
-  for ck in 1x1 4x32; do
-    lg --scenario=record-write --label="$backend" --state="$state" --target="$rec_addr" \
-      --connections="${ck%x*}" --inflight="${ck#*x}" --payload-bytes=120 --entries-per-record=40 \
-      --record-offset="$offset"
-    offset=512
-  done
-  # The baseline inserts go to a table of their own in session-record's (now idle) database:
-  # same file system, same journal state (a fresh SQLite WAL still growing costs more per
-  # fsync than one that has wrapped), same durability settings through common/db.
-  for t in 1 4; do
-    lg --scenario=bare-insert --label="$backend" --database-url="$(url records)" --threads="$t" --payload-bytes=120
+  # Each record takes at most 40 entries, then writes move to fresh ones (see the scenario):
+  # the 1x1 run starts at record 0, the three 4x32 runs at 384, 1,152 and 1,920 of the 2,816
+  # seeded records, so no run writes to a record another one wrote.
+  # The baseline inserts go to a table of their own in session-record's database (idle while
+  # they run): same file system, same journal state (a fresh SQLite WAL still growing costs
+  # more per fsync than one that has wrapped), same durability settings through common/db.
+  # The target point (4x32 against 4 threads) runs three times, alternating with its baseline;
+  # the report takes medians.
+  rw() {
+    lg --scenario=record-write --label="$backend" --state="$state" --target="$rec_addr" --payload-bytes=120 \
+      --entries-per-record=40 "$@"
+  }
+  bare() { lg --scenario=bare-insert --label="$backend" --database-url="$(url records)" --payload-bytes=120 "$@"; }
+  rw --connections=1 --inflight=1 --record-offset=0
+  bare --threads=1
+  for offset in 384 1152 1920; do
+    bare --threads=4
+    rw --connections=4 --inflight=32 --record-offset="$offset"
   done
 
   say "messaging ($backend)"

@@ -213,8 +213,8 @@ class BookWorkload : public ScenarioWorkload {
 // audit entry and the idempotency row in one transaction), by a care-team therapist.
 // Each record gets at most `entries_per_record` of the run's writes, the size of a long
 // session's timeline (check-ins every 15 minutes over hours, observations, interventions): a
-// version is the whole record, so spreading a long run over a fixed set of records measured
-// ever larger records, not a clinic's writes. Writes go round robin over a window of
+// write serializes the whole record (the response), so spreading a long run over a fixed set
+// of records measured ever larger records, not a clinic's writes. Writes go round robin over a window of
 // kWindow records (more than the calls in flight, so they rarely meet on one record); when the
 // window has its entries, the next kWindow records take over. Past the seeded records it wraps
 // (and records grow past the cap: the JSON says how far).

@@ -37,7 +37,7 @@ class State {
 struct SeedConfig {
   std::string scheduling, records, messaging;  // host:port of each service
   int booking_clients = 64;                    // bookings spread over this many programs
-  int record_count = 1024;                     // session records the writes spread over
+  int record_count = 2816;                     // session records the writes spread over (tools/bench/run.sh)
 };
 absl::StatusOr<State> Seed(const SeedConfig& config);
 
