@@ -672,7 +672,7 @@ absl::StatusOr<State> Seed(const SeedConfig& config) {
   state.Set("book_programs", absl::StrJoin(programs, ","));
 
   // Days from a week ahead (UTC midnight): [0, 14) 8 bookings a day for the slot search,
-  // [30, ...) the session records' appointments (25 a day), [120, ...) the book runs' windows.
+  // [30, 143) the session records' appointments (25 a day), [200, ...) the book runs' windows.
   const absl::Time day0 = absl::FromUnixSeconds((absl::ToUnixSeconds(absl::Now()) / 86400 + 7) * 86400);
   auto book = [&](int64_t slot, absl::Time base, const std::string& rid) -> absl::StatusOr<std::string> {
     sv1::BookAppointmentRequest b;
@@ -696,7 +696,7 @@ absl::StatusOr<State> Seed(const SeedConfig& config) {
   }
   state.Set("search_start", absl::StrCat(absl::ToUnixSeconds(day0 + absl::Hours(24 * 3))));
   state.Set("search_end", absl::StrCat(absl::ToUnixSeconds(day0 + absl::Hours(24 * 10))));
-  state.Set("book_base", absl::StrCat(absl::ToUnixSeconds(day0 + absl::Hours(24 * 120))));
+  state.Set("book_base", absl::StrCat(absl::ToUnixSeconds(day0 + absl::Hours(24 * 200))));
 
   // Session records (DRAFT) on their own appointments, for the record writes.
   ASSIGN_OR_RETURN(auto rec_ch, Connect(config.records, 1));
