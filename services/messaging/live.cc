@@ -65,6 +65,11 @@ void SubscribeReactor::Replay() {
     absl::MutexLock lock(&mu_);
     if (finished_) return;
     for (const auto& e : entries) {
+      // A catch-up replay (CatchUp: the live subscription became active, or Redis came back)
+      // runs while live delivery goes on: what arrived live after this page's XRANGE began
+      // has moved the cursor past entries of the page. Sending those again was a duplicate on
+      // the stream (and a cursor that then skipped back; seen once in CI).
+      if (!After(e.id, cursor_)) continue;
       v1::Delivery d;
       if (!d.ParseFromString(e.Get("payload"))) continue;
       d.set_cursor(e.id);
