@@ -64,6 +64,16 @@ absl::StatusOr<v1::SessionRecord> Rebuild(const std::string& record_id, const st
   return record;
 }
 
+// The latest version of a record whose head names `latest`, from its rows up to it.
+absl::StatusOr<v1::SessionRecord> RebuildLatest(const std::string& record_id, const std::vector<StoredVersion>& versions,
+                                                int64_t latest) {
+  if (versions.back().version != latest) {
+    return absl::DataLossError(absl::StrCat("record ", record_id, " names version ", latest,
+                                            " as its latest, and that version is missing"));
+  }
+  return Rebuild(record_id, versions);
+}
+
 // SQL for the rows a version is rebuilt from: those from the last version that is whole by
 // position (1, 17, 33, ...) to the version itself; `v` is that version's SQL expression.
 std::string RebuildRange(absl::string_view v) {
@@ -78,12 +88,11 @@ ListSizes ListSizesOf(const v1::SessionRecord& r) {
 
 std::string StoredForm(v1::SessionRecord& next, bool only_appended, const ListSizes& before,
                        const std::string* whole) {
-  auto whole_form = [&] { return whole ? *whole : next.SerializeAsString(); };
   const ListSizes after = ListSizesOf(next);
   if (!only_appended || next.version() % kWholeEvery == 1 || after.doses < before.doses ||
       after.vitals < before.vitals || after.timeline < before.timeline ||
       after.adverse_events < before.adverse_events) {
-    return whole_form();
+    return whole ? *whole : next.SerializeAsString();
   }
   // The fields other than the lists, copied with the lists swapped out of `next` (and back).
   v1::SessionRecord lists;
@@ -185,14 +194,11 @@ absl::StatusOr<std::optional<v1::SessionRecord>> GetRecord(db::Tx& tx, const std
                                   " WHERE r.clinic_id = $1 AND r.record_id = $2 ORDER BY v.version"),
                      {clinic_id, record_id}));
   if (rows.empty() || (version > 0 && rows.back().Int(0) != version)) return std::nullopt;
-  if (version == 0 && rows.back().Int(0) != rows.back().Int(2)) {
-    return absl::DataLossError(absl::StrCat("record ", record_id, " names version ", rows.back().Int(2),
-                                            " as its latest, and that version is missing"));
-  }
   std::vector<StoredVersion> versions;
   versions.reserve(rows.size());
   for (const auto& row : rows) versions.push_back({row.Int(0), row.Bytes(1)});
-  ASSIGN_OR_RETURN(v1::SessionRecord record, Rebuild(record_id, versions));
+  ASSIGN_OR_RETURN(v1::SessionRecord record, version > 0 ? Rebuild(record_id, versions)
+                                                           : RebuildLatest(record_id, versions, rows.back().Int(2)));
   return record;
 }
 
@@ -281,11 +287,7 @@ absl::StatusOr<std::vector<v1::SessionRecord>> ListRecords(db::Tx& tx, const std
     for (; begin < rows.size() && rows[begin].Text(0) == record_id; ++begin) {
       versions.push_back({rows[begin].Int(1), rows[begin].Bytes(2)});
     }
-    if (versions.back().version != rows[begin - 1].Int(3)) {
-      return absl::DataLossError(absl::StrCat("record ", record_id, " names version ", rows[begin - 1].Int(3),
-                                              " as its latest, and that version is missing"));
-    }
-    ASSIGN_OR_RETURN(auto r, Rebuild(record_id, versions));
+    ASSIGN_OR_RETURN(auto r, RebuildLatest(record_id, versions, rows[begin - 1].Int(3)));
     out.push_back(std::move(r));
   }
   return out;
