@@ -83,7 +83,18 @@ class Tx {
   virtual Backend backend() const = 0;
 };
 
-enum class TxMode { kReadWrite, kReadOnly };
+enum class TxMode {
+  kReadWrite,
+  kReadOnly,
+  // A write whose commit is not waited for to be durable: a crash of the machine (or of the
+  // PostgreSQL server) may lose it, and with it any later unsynced transaction, but never a
+  // transaction committed before it or a later synced one's (a synced commit makes everything
+  // before it durable). Only for writes that are redone after such a loss: the outbox relay's
+  // leases and sent marks (events are sent again), the audit chainer's moves (chained again
+  // the same way). SQLite: the group commit skips its fsync when no member needs one.
+  // PostgreSQL: synchronous_commit is off for the transaction.
+  kReadWriteUnsynced,
+};
 
 class Database {
  public:

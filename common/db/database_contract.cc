@@ -282,5 +282,64 @@ TEST_P(DatabaseContractTest, ReadOnlyTransactionRefusesWrites) {
   EXPECT_EQ(rows->at(0).Int(0), 0);
 }
 
+// Whether the transaction's commit waits to be durable, as the backend reports it.
+absl::StatusOr<bool> CommitWaitsForSync(Tx& tx) {
+  if (tx.backend() == Backend::kPostgres) {
+    ASSIGN_OR_RETURN(Rows rows, tx.Query("SELECT current_setting('synchronous_commit')"));
+    return rows.at(0).Text(0) != "off";
+  }
+  ASSIGN_OR_RETURN(Rows rows, tx.Query("PRAGMA synchronous"));
+  return rows.at(0).Int(0) == 2;  // FULL; NORMAL (1) skips the commit's fsync in WAL mode
+}
+
+TEST_P(DatabaseContractTest, UnsyncedWritesCommitAndNeverRelaxAnotherWrite) {
+  // Unsynced and synced writes at once: on SQLite they share group commits, and a group with
+  // a synced member must commit synced; every write must be stored either way.
+  constexpr int kThreads = 4, kEach = 25;
+  std::atomic<int> synced_saw_relaxed{0}, unsynced_saw_sync{0}, failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const bool unsynced = t % 2 == 1;
+      for (int i = 0; i < kEach; ++i) {
+        absl::Status s = db_->InTransaction([&](Tx& tx) -> absl::Status {
+          ASSIGN_OR_RETURN(bool waits, CommitWaitsForSync(tx));
+          if (!unsynced && !waits) synced_saw_relaxed++;
+          if (unsynced && waits) unsynced_saw_sync++;
+          return tx.Exec("INSERT INTO items (id, n) VALUES ($1, $2)", {absl::StrCat("w", t, "-", i), int64_t{t}})
+              .status();
+        }, unsynced ? TxMode::kReadWriteUnsynced : TxMode::kReadWrite, 10);
+        if (!s.ok()) {
+          ADD_FAILURE() << s;
+          failures++;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(synced_saw_relaxed.load(), 0) << "a durable write committed without waiting for its sync";
+  auto rows = db_->Query("SELECT COUNT(*) FROM items WHERE id LIKE 'w%'");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(rows->at(0).Int(0), kThreads * kEach);
+  // Alone, an unsynced write is relaxed (on SQLite a group of unsynced writes only), and the
+  // next durable write waits again.
+  bool alone = true;
+  ASSERT_TRUE(db_->InTransaction([&](Tx& tx) -> absl::Status {
+                    ASSIGN_OR_RETURN(alone, CommitWaitsForSync(tx));
+                    return tx.Exec("INSERT INTO items (id) VALUES ('relaxed')").status();
+                  }, TxMode::kReadWriteUnsynced).ok());
+  EXPECT_FALSE(alone);
+  bool after = false;
+  ASSERT_TRUE(db_->InTransaction([&](Tx& tx) -> absl::Status {
+                    ASSIGN_OR_RETURN(after, CommitWaitsForSync(tx));
+                    return tx.Exec("INSERT INTO items (id) VALUES ('durable')").status();
+                  }).ok());
+  EXPECT_TRUE(after);
+  rows = db_->Query("SELECT COUNT(*) FROM items WHERE id IN ('relaxed', 'durable')");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(rows->at(0).Int(0), 2);
+}
+
 }  // namespace
 }  // namespace continuum::db

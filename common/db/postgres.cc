@@ -165,7 +165,12 @@ class PgConn final : public Tx {
   // A write transaction's BEGIN is not a round trip of its own: it goes out with the
   // transaction's first statement (in Flush's pipeline, or prefixed to a script), and a transaction
   // that ran no statement sends neither BEGIN nor COMMIT.
-  void BeginLazily() { begin_pending_ = true; }
+  // `unsynced` (TxMode::kReadWriteUnsynced): the BEGIN takes SET LOCAL synchronous_commit TO
+  // OFF along, in the same round trip.
+  void BeginLazily(bool unsynced) {
+    begin_pending_ = true;
+    begin_unsynced_ = unsynced;
+  }
   absl::Status Commit() {
     if (!deferred_.empty()) return Flush(nullptr, "COMMIT").status();
     return End("COMMIT");
@@ -180,7 +185,7 @@ class PgConn final : public Tx {
     std::string with_begin;
     if (begin_pending_) {  // a multi-statement simple query: BEGIN stays open after it
       begin_pending_ = false;
-      with_begin = absl::StrCat("BEGIN; ", sql);
+      with_begin = absl::StrCat("BEGIN; ", begin_unsynced_ ? kUnsynced : "", begin_unsynced_ ? "; " : "", sql);
       sql = with_begin.c_str();
     }
     Result r(PQexec(conn_, sql));
@@ -271,12 +276,14 @@ class PgConn final : public Tx {
       return PQsendQueryParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
     };
     bool sent = true;
+    const bool unsynced = begin && begin_unsynced_;
     if (begin) sent = send_plain("BEGIN");
+    if (unsynced) sent = sent && send_plain(kUnsynced);
     for (const Bound& b : deferred) sent = sent && send(b);
     if (last) sent = sent && send(*last);
     if (last_plain) sent = sent && send_plain(last_plain);
     sent = sent && PQpipelineSync(conn_) == 1;
-    const size_t queries = (begin ? 1 : 0) + deferred.size() + (last ? 1 : 0) + (last_plain ? 1 : 0);
+    const size_t queries = (begin ? 1 : 0) + (unsynced ? 1 : 0) + deferred.size() + (last ? 1 : 0) + (last_plain ? 1 : 0);
     std::vector<Result> results;  // one per query, in order
     for (size_t separators = 0; sent;) {
       PGresult* r = PQgetResult(conn_);
@@ -305,7 +312,9 @@ class PgConn final : public Tx {
 
   std::string url_;
   PGconn* conn_ = nullptr;
+  static constexpr char kUnsynced[] = "SET LOCAL synchronous_commit TO OFF";
   bool begin_pending_ = false;
+  bool begin_unsynced_ = false;  // with begin_pending_: kUnsynced goes with the BEGIN
   std::vector<Bound> deferred_;  // ExecDeferred's, sent with the next statement or the commit
   std::map<std::string, std::string, std::less<>> statements_;
   bool autocommit_read_only_ = false;
@@ -343,7 +352,7 @@ class PostgresDatabase final : public Database {
       status = fn(*conn);
       conn->set_autocommit_read_only(false);
     } else if (status.ok()) {
-      conn->BeginLazily();
+      conn->BeginLazily(mode == TxMode::kReadWriteUnsynced);
       status = fn(*conn);
       if (status.ok()) {
         status = conn->Commit();

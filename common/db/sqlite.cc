@@ -211,8 +211,9 @@ class SqliteDatabase final : public Database {
 
   absl::Status InTransaction(const std::function<absl::Status(Tx&)>& fn, TxMode mode,
                              int max_attempts) override {
-    bool write = mode == TxMode::kReadWrite;
-    return RetryAborted(max_attempts, [&] { return write ? GroupCommit(fn) : Attempt(fn, mode); });
+    if (mode == TxMode::kReadOnly) return RetryAborted(max_attempts, [&] { return Attempt(fn, mode); });
+    const bool sync = mode != TxMode::kReadWriteUnsynced;
+    return RetryAborted(max_attempts, [&] { return GroupCommit(fn, sync); });
   }
 
  private:
@@ -225,13 +226,14 @@ class SqliteDatabase final : public Database {
   // the outcome is the same as committing them serially.
   struct Pending {
     const std::function<absl::Status(Tx&)>* fn;
+    bool sync;  // false: TxMode::kReadWriteUnsynced
     absl::Status result;
     bool done = false;
   };
   static constexpr size_t kMaxGroup = 64;
 
-  absl::Status GroupCommit(const std::function<absl::Status(Tx&)>& fn) {
-    Pending me{&fn};
+  absl::Status GroupCommit(const std::function<absl::Status(Tx&)>& fn, bool sync) {
+    Pending me{&fn, sync, absl::OkStatus(), false};
     absl::MutexLock lock(&group_mu_);
     group_queue_.push_back(&me);
     auto can_lead_or_done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(group_mu_) { return me.done || !group_leader_; };
@@ -262,7 +264,17 @@ class SqliteDatabase final : public Database {
     absl::MutexLock writer(&writer_mu_);
     SqliteConn* conn = writer_.get();
     conn->set_read_only(false);
-    absl::Status status = conn->Simple("BEGIN IMMEDIATE");
+    // A group of unsynced writes only (the outbox relay's, the audit chainer's) commits
+    // without the fsync; the next synced commit's fsync of the WAL covers its frames. SQLite
+    // refuses to change this inside a transaction, so it is set before BEGIN, and only when
+    // it changes; a synced group that cannot set it fails rather than commit unsynced.
+    const bool sync = std::any_of(batch.begin(), batch.end(), [](const Pending* p) { return p->sync; });
+    absl::Status status = absl::OkStatus();
+    if (sync != writer_full_sync_) {
+      status = conn->Simple(sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+      if (status.ok()) writer_full_sync_ = sync;
+    }
+    if (status.ok()) status = conn->Simple("BEGIN IMMEDIATE");
     if (!status.ok()) {
       for (Pending* p : batch) p->result = status;
       return;
@@ -320,6 +332,7 @@ class SqliteDatabase final : public Database {
   bool group_leader_ ABSL_GUARDED_BY(group_mu_) = false;
   absl::Mutex writer_mu_;
   const std::unique_ptr<SqliteConn> writer_;  // used under writer_mu_
+  bool writer_full_sync_ ABSL_GUARDED_BY(writer_mu_) = true;  // PRAGMA synchronous=FULL (else NORMAL)
   ConnectionPool<SqliteConn> pool_;           // readers; empty when the writer is the only connection
 };
 
@@ -351,11 +364,11 @@ absl::StatusOr<std::unique_ptr<Database>> OpenSqlite(const std::string& path,
     // without it every page read after such a commit is a pread(): messaging's send -> live
     // delivery p99 at 1,000/s went from 4 ms to 72 ms without the mapping.
     for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                               "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-8192",
-                               "PRAGMA mmap_size=268435456"}) {
+                               "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-8192"}) {
       if (memory && absl::string_view(pragma) == "PRAGMA journal_mode=WAL") continue;
       RETURN_IF_ERROR(conn->Simple(pragma));
     }
+    RETURN_IF_ERROR(conn->Simple(i == 0 ? "PRAGMA mmap_size=268435456" : "PRAGMA mmap_size=0"));
     conns.push_back(std::move(conn));
   }
   return std::unique_ptr<Database>(new SqliteDatabase(std::move(conns)));

@@ -48,13 +48,6 @@ absl::StatusOr<int> ChainPendingAudit(db::Database& db, const std::string& clini
   int chained = 0;
   RETURN_IF_ERROR(db.InTransaction([&](db::Tx& tx) -> absl::Status {
     chained = 0;
-    if (tx.backend() == db::Backend::kPostgres) {
-      // The move is atomic and its entries were committed durably by their own calls: a crash
-      // that loses this commit leaves them pending, and chaining them again gives the same
-      // sequence numbers and hashes (same order, same fields). So the head row is not held
-      // through a WAL flush.
-      RETURN_IF_ERROR(tx.ExecScript("SET LOCAL synchronous_commit TO OFF"));
-    }
     // The head row first: chainers of one clinic (this replica's and others') take turns here,
     // and the pending rows are read after it, so none is claimed twice.
     constexpr absl::string_view kLockHead =
@@ -108,7 +101,11 @@ absl::StatusOr<int> ChainPendingAudit(db::Database& db, const std::string& clini
                         .status());
     chained = static_cast<int>(pending.size());
     return absl::OkStatus();
-  }, db::TxMode::kReadWrite, 5));
+    // Unsynced: the move is atomic and its entries were committed durably by their own
+    // calls, so a crash that loses this commit leaves them pending, and chaining them again
+    // gives the same sequence numbers and hashes (same order, same fields). So the head row
+    // is not held through a WAL flush (PostgreSQL), nor the writer through an fsync (SQLite).
+  }, db::TxMode::kReadWriteUnsynced, 5));
   return chained;
 }
 
