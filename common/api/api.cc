@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/status/errors.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -125,11 +126,14 @@ std::string NewId() {
   return id;
 }
 
-std::string NewUuid() {
+std::string NewUuid() { return NewUuidAt(absl::Now()); }
+
+std::string NewUuidAt(absl::Time now) {
+  const uint64_t ms = static_cast<uint64_t>(std::max<int64_t>(0, absl::ToUnixMillis(now))) & 0xffffffffffffULL;
   absl::MutexLock lock(&rng_mu);
   uint64_t hi = absl::Uniform<uint64_t>(Rng()), lo = absl::Uniform<uint64_t>(Rng());
-  hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
-  lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // RFC 4122 variant
+  hi = (ms << 16) | 0x7000 | (hi & 0x0fff);                   // unix_ts_ms, version 7, rand_a
+  lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // RFC 9562 variant, rand_b
   return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", hi >> 32, (hi >> 16) & 0xffff, hi & 0xffff,
                          lo >> 48, lo & 0xffffffffffffULL);
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
 
@@ -22,8 +23,13 @@ absl::StatusOr<std::vector<std::string>> ParseName(absl::string_view name, absl:
 bool ValidId(absl::string_view id);
 // A fresh server-assigned id: a letter then 19 lowercase base-32 characters.
 std::string NewId();
-// A random UUID (version 4), for event ids.
+// A fresh UUID for event ids: version 7 (RFC 9562), the Unix time in milliseconds and 74
+// random bits, so ids made later sort later. The outbox's unique index on event_id then
+// grows at its end, one B-tree page per commit, instead of taking a random leaf page per
+// event (random version 4 ids: on SQLite a 4 KiB WAL frame per event of a commit).
 std::string NewUuid();
+// The same at `now` (for tests).
+std::string NewUuidAt(absl::Time now);
 
 // request_id: required, 1-64 characters of [A-Za-z0-9._-].
 absl::Status ValidateRequestId(absl::string_view request_id);

@@ -70,5 +70,17 @@ TEST(RequestHashTest, IsTheOriginalComputationWithoutCopyingTheRequest) {
   EXPECT_EQ(raw, "7:" + OriginalHashWithout(list, {"page_token", "page_size"}).substr(0, 16));
 }
 
+TEST(NewUuidTest, IsVersion7AndSortsByTime) {
+  const absl::Time t = absl::FromUnixMillis(1795000000123);
+  const std::string a = NewUuidAt(t), b = NewUuidAt(t), later = NewUuidAt(t + absl::Milliseconds(1));
+  ASSERT_EQ(a.size(), 36u) << a;
+  EXPECT_EQ(a.substr(0, 8) + a.substr(9, 4), "01a1ee565e7b") << a;  // 1795000000123 ms = 0x1a1ee565e7b, 48 bits
+  EXPECT_EQ(a[14], '7') << a;                                   // version
+  EXPECT_NE(std::string("89ab").find(a[19]), std::string::npos) << a;  // RFC 9562 variant
+  EXPECT_NE(a, b);  // 74 random bits within one millisecond
+  EXPECT_LT(a, later);
+  EXPECT_LT(b, later);
+}
+
 }  // namespace
 }  // namespace continuum::api
