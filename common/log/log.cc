@@ -1,5 +1,9 @@
 #include "common/log/log.h"
 
+#include <pthread.h>
+
+#include <cstdio>
+
 #include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
 
@@ -16,6 +20,12 @@ absl::Status InitLogging(const std::string& service, const std::string& level) {
   logger->set_level(parsed);
   spdlog::set_default_logger(logger);
   return absl::OkStatus();
+}
+
+void NameThisThread(const char* name) {
+  char truncated[16] = {};
+  snprintf(truncated, sizeof truncated, "%s", name);
+  pthread_setname_np(pthread_self(), truncated);
 }
 
 }  // namespace continuum

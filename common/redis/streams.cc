@@ -5,6 +5,7 @@
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 #include "spdlog/spdlog.h"
+#include "common/log/log.h"
 
 namespace continuum::redis {
 
@@ -121,6 +122,7 @@ absl::StatusOr<int> StreamConsumer::PollOnce() {
 
 void StreamConsumer::Start() {
   thread_ = std::thread([this] {
+    NameThisThread("event-consumer");
     absl::Duration backoff = redis_options_.min_backoff;
     while (!stop_.load()) {
       auto result = PollOnce();

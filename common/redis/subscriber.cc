@@ -1,6 +1,7 @@
 #include "common/redis/subscriber.h"
 
 #include "spdlog/spdlog.h"
+#include "common/log/log.h"
 
 namespace continuum::redis {
 
@@ -23,7 +24,10 @@ void Subscriber::Unsubscribe(const std::string& channel) {
   if (channels_.erase(channel)) pending_.push_back({"UNSUBSCRIBE", channel});
 }
 
-void Subscriber::Start() { thread_ = std::thread([this] { Run(); }); }
+void Subscriber::Start() { thread_ = std::thread([this] {
+    NameThisThread("redis-subscribe");
+    Run();
+  }); }
 
 void Subscriber::Stop() {
   stop_.store(true);

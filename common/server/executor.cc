@@ -1,9 +1,13 @@
 #include "common/server/executor.h"
+#include "common/log/log.h"
 
 namespace continuum {
 
 BoundedExecutor::BoundedExecutor(int threads, int queue_capacity) : capacity_(queue_capacity) {
-  for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { Work(); });
+  for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] {
+    NameThisThread("executor");
+    Work();
+  });
 }
 
 BoundedExecutor::~BoundedExecutor() { Shutdown(); }

@@ -1,8 +1,13 @@
 #include "common/server/executor.h"
 
+#include <pthread.h>
+
 #include <atomic>
+#include <string>
+#include <thread>
 
 #include "absl/synchronization/notification.h"
+#include "common/log/log.h"
 #include "gtest/gtest.h"
 
 namespace continuum {
@@ -35,6 +40,31 @@ TEST(BoundedExecutorTest, RefusesWorkAfterShutdown) {
   BoundedExecutor ex(1, 10);
   ex.Shutdown();
   EXPECT_FALSE(ex.Submit([] {}));
+}
+
+std::string ThisThreadName() {
+  char name[16] = {};
+  pthread_getname_np(pthread_self(), name, sizeof name);
+  return name;
+}
+
+TEST(BoundedExecutorTest, WorkersAreNamedForOperators) {
+  std::string seen;
+  {
+    BoundedExecutor ex(1, 10);
+    ASSERT_TRUE(ex.Submit([&] { seen = ThisThreadName(); }));
+  }  // destructor drains (and joins: `seen` is written before it returns)
+  EXPECT_EQ(seen, "executor");
+}
+
+TEST(NameThisThreadTest, KeepsTheFirstFifteenCharacters) {
+  std::string seen;
+  std::thread t([&] {
+    NameThisThread("a-name-longer-than-fifteen");
+    seen = ThisThreadName();
+  });
+  t.join();
+  EXPECT_EQ(seen, "a-name-longer-t");
 }
 
 }  // namespace

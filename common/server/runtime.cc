@@ -165,6 +165,7 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
   // thread runs the service's periodic housekeeping.
   std::atomic<bool> stop{false};
   std::thread housekeeping([&] {
+    NameThisThread("housekeeping");
     bool last = true;
     std::vector<absl::Time> next(rt.periodic.size(), absl::Now());
     while (!stop.load()) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/status/errors.h"
+#include "common/log/log.h"
 
 namespace continuum::messaging {
 
@@ -13,7 +14,10 @@ HeartbeatBatcher::~HeartbeatBatcher() { Stop(); }
 
 void HeartbeatBatcher::Start() {
   absl::MutexLock lock(&mu_);
-  for (int i = 0; i < threads_; ++i) workers_.emplace_back([this] { Loop(); });
+  for (int i = 0; i < threads_; ++i) workers_.emplace_back([this] {
+    NameThisThread("heartbeats");
+    Loop();
+  });
 }
 
 void HeartbeatBatcher::Submit(PresenceStore::Beat beat, Done done) {

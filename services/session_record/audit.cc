@@ -8,6 +8,7 @@
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 #include "common/time/proto_time.h"
+#include "common/log/log.h"
 
 namespace continuum::records {
 namespace {
@@ -136,6 +137,7 @@ absl::StatusOr<int> AuditChainer::ChainOnce() {
 
 void AuditChainer::Start() {
   thread_ = std::thread([this] {
+    NameThisThread("audit-chainer");
     for (;;) {
       absl::StatusOr<int> n = ChainOnce();
       if (!n.ok()) spdlog::warn("audit chainer: {} (entries stay pending; retry in {})", n.status().ToString(),
