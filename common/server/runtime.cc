@@ -161,18 +161,28 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
   rt.relay->Start();
 
   // Redis health is a component status ("continuum.redis"): visible to operators and to
-  // services that need Redis, without taking the whole server out of rotation. The same
-  // thread runs the service's periodic housekeeping.
+  // services that need Redis, without taking the whole server out of rotation. The
+  // database's ("continuum.database") gates the overall status too: a replica that cannot
+  // reach its database answers nothing useful, so load balancers should send calls to
+  // another. The same thread runs the service's periodic housekeeping.
   std::atomic<bool> stop{false};
   std::thread housekeeping([&] {
     NameThisThread("housekeeping");
-    bool last = true;
+    bool redis_last = true, db_last = true;
     std::vector<absl::Time> next(rt.periodic.size(), absl::Now());
     while (!stop.load()) {
       bool ok = rt.redis->Ping().ok();
-      if (ok != last) spdlog::warn("redis at {} is {}", rt.config.redis_address, ok ? "back" : "unreachable");
+      if (ok != redis_last) spdlog::warn("redis at {} is {}", rt.config.redis_address, ok ? "back" : "unreachable");
       rt.host->SetServing("continuum.redis", ok);
-      last = ok;
+      redis_last = ok;
+      absl::Status db = rt.db->InTransaction([](db::Tx& tx) { return tx.Query("SELECT 1").status(); },
+                                             db::TxMode::kReadOnly, 1);
+      if (db.ok() != db_last) {
+        if (db.ok()) spdlog::warn("database is back; serving again");
+        else spdlog::error("database unreachable, reporting NOT_SERVING: {}", db.ToString());
+      }
+      rt.host->SetServing("continuum.database", db.ok(), /*gates_server=*/true);
+      db_last = db.ok();
       for (size_t i = 0; i < rt.periodic.size(); ++i) {
         if (absl::Now() < next[i]) continue;
         if (absl::Status s = rt.periodic[i].run(); !s.ok()) spdlog::warn("{}: {}", rt.periodic[i].name, s.ToString());

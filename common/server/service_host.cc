@@ -193,15 +193,15 @@ int ServiceHost::metrics_port() const {
   return ports.empty() ? 0 : ports[0];
 }
 
-void ServiceHost::SetServing(const std::string& health_name, bool serving) {
+void ServiceHost::SetServing(const std::string& health_name, bool serving, bool gates_server) {
   absl::MutexLock lock(&mu_);
   if (shut_down_) return;
-  bool is_service = serving_.count(health_name) > 0;
-  if (is_service) serving_[health_name] = serving;
+  bool gates = gates_server || serving_.count(health_name) > 0;
+  if (gates) serving_[health_name] = serving;
   if (!server_) return;
   auto* health = server_->GetHealthCheckService();
   health->SetServingStatus(health_name, serving);
-  if (!is_service) return;  // a component (e.g. "continuum.redis") does not gate the whole server
+  if (!gates) return;  // a component (e.g. "continuum.redis") does not gate the whole server
   bool all = true;
   for (const auto& [svc, s] : serving_) all = all && s;
   health->SetServingStatus("", all);

@@ -47,8 +47,9 @@ class ServiceHost {
 
   // Per-service health (the overall "" status follows: SERVING only if all services are).
   // A name not added with AddService is a component (e.g. "continuum.redis"): reported on
-  // its own, without changing the overall status.
-  void SetServing(const std::string& health_name, bool serving);
+  // its own, without changing the overall status, unless `gates_server` (e.g.
+  // "continuum.database": nothing works without it), which makes it count like a service.
+  void SetServing(const std::string& health_name, bool serving, bool gates_server = false);
 
   // Stops accepting calls, reports NOT_SERVING, waits for in-flight calls up to the drain
   // deadline, cancels the rest, then stops the executor. Idempotent.
@@ -68,7 +69,7 @@ class ServiceHost {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<BoundedExecutor> executor_;
   absl::Mutex mu_;
-  std::map<std::string, bool> serving_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, bool> serving_ ABSL_GUARDED_BY(mu_);  // what the overall status needs
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   int port_ = 0;
 };

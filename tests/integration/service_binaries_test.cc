@@ -1,5 +1,6 @@
 // Each service binary, started as a real process on loopback with a real redis-server:
-// health, reflection, metrics, bad configuration, SIGTERM, and Redis going away and back.
+// health, reflection, metrics, bad configuration, SIGTERM, Redis going away and back, and the
+// database (PostgreSQL) refusing connections and coming back.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -13,6 +14,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/str_cat.h"
+#include "common/db/database.h"
 #include "common/testing/harness.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -76,8 +79,8 @@ class ServiceBinaryTest : public ::testing::TestWithParam<Svc> {
     return argv;
   }
 
-  void StartService() {
-    auto p = Process::Start(Argv(), {}, dir_.File("service.log"));
+  void StartService(std::vector<std::string> extra = {}) {
+    auto p = Process::Start(Argv(std::move(extra)), {}, dir_.File("service.log"));
     ASSERT_TRUE(p.ok());
     service_ = std::move(*p);
     ASSERT_TRUE(WaitUntil([&] { return access(dir_.File("ready").c_str(), F_OK) == 0 || !service_->running(); },
@@ -153,6 +156,36 @@ TEST_P(ServiceBinaryTest, ReportsRedisOutageAsComponentStatusAndRecovers) {
   ASSERT_TRUE(redis_->Restart().ok());
   EXPECT_TRUE(WaitUntil([&] { return redis_status().first == 0; }, absl::Seconds(15)))
       << "redis status did not return to SERVING";
+}
+
+TEST_P(ServiceBinaryTest, DatabaseOutageTakesTheServerOutOfRotationUntilItReturns) {
+  auto pg = testing::PostgresServer::Shared();
+  ASSERT_TRUE(pg.ok()) << pg.status();
+  auto url = (*pg)->CreateDatabase();
+  ASSERT_TRUE(url.ok()) << url.status();
+  const std::string name = url->substr(url->rfind('/') + 1);
+  auto admin = db::Open({.url = url->substr(0, url->rfind('/') + 1) + "postgres", .pool_size = 1});
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  StartService({"--database-url=" + *url});
+  auto serving = [&](const std::string& health_name) {
+    std::vector<std::string> argv = {Probe(), address_, "health"};
+    if (!health_name.empty()) argv.push_back(health_name);
+    return RunCommand(argv, dir_).first == 0;
+  };
+  EXPECT_TRUE(WaitUntil([&] { return serving("") && serving("continuum.database"); }, absl::Seconds(15)));
+
+  // The database refuses this service's connections (and drops the ones it has).
+  ASSERT_TRUE((*admin)->Exec(absl::StrCat("ALTER DATABASE \"", name, "\" ALLOW_CONNECTIONS false")).ok());
+  ASSERT_TRUE((*admin)->Query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", {name}).ok());
+  EXPECT_TRUE(WaitUntil([&] { return !serving("continuum.database") && !serving(""); }, absl::Seconds(15)))
+      << "still SERVING without its database";
+  EXPECT_TRUE(serving("continuum.redis")) << "Redis is fine; only the database is down";
+  EXPECT_THAT(Slurp(dir_.File("service.log")), HasSubstr("database unreachable"));
+
+  ASSERT_TRUE((*admin)->Exec(absl::StrCat("ALTER DATABASE \"", name, "\" ALLOW_CONNECTIONS true")).ok());
+  EXPECT_TRUE(WaitUntil([&] { return serving("continuum.database") && serving(""); }, absl::Seconds(15)))
+      << "did not return to SERVING with its database back";
+  EXPECT_TRUE(serving(GetParam().health_name));
 }
 
 INSTANTIATE_TEST_SUITE_P(
