@@ -3,11 +3,11 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/log/log.h"
 #include "common/redis/streams.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 #include "spdlog/spdlog.h"
-#include "common/log/log.h"
 
 namespace continuum::outbox {
 namespace {

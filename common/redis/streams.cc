@@ -2,10 +2,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/log/log.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 #include "spdlog/spdlog.h"
-#include "common/log/log.h"
 
 namespace continuum::redis {
 

@@ -1,7 +1,7 @@
 #include "common/redis/subscriber.h"
 
-#include "spdlog/spdlog.h"
 #include "common/log/log.h"
+#include "spdlog/spdlog.h"
 
 namespace continuum::redis {
 

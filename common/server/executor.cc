@@ -1,4 +1,7 @@
 #include "common/server/executor.h"
+
+#include <algorithm>
+
 #include "common/log/log.h"
 
 namespace continuum {

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "common/status/errors.h"
 #include "common/log/log.h"
+#include "common/status/errors.h"
 
 namespace continuum::messaging {
 

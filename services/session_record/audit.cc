@@ -3,12 +3,12 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "spdlog/spdlog.h"
 #include "common/api/api.h"
+#include "common/log/log.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 #include "common/time/proto_time.h"
-#include "common/log/log.h"
+#include "spdlog/spdlog.h"
 
 namespace continuum::records {
 namespace {
