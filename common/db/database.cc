@@ -65,6 +65,10 @@ absl::StatusOr<Rows> Database::Query(absl::string_view sql, const Params& params
   return out;
 }
 
+absl::Status Database::Ping() {
+  return InTransaction([](Tx& tx) { return tx.Query("SELECT 1").status(); }, TxMode::kReadOnly, 1);
+}
+
 absl::StatusOr<int64_t> Database::Exec(absl::string_view sql, const Params& params) {
   int64_t changed = 0;
   RETURN_IF_ERROR(InTransaction([&](Tx& tx) -> absl::Status {

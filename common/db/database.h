@@ -113,6 +113,8 @@ class Database {
   // INSERT ... RETURNING). Use InTransaction(..., kReadOnly) for reads that can share.
   absl::StatusOr<Rows> Query(absl::string_view sql, const Params& params = {});
   absl::StatusOr<int64_t> Exec(absl::string_view sql, const Params& params = {});
+  // Whether the database answers now: one read, no retry (for health checks).
+  absl::Status Ping();
 };
 
 struct Options {

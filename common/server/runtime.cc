@@ -175,8 +175,7 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
       if (ok != redis_last) spdlog::warn("redis at {} is {}", rt.config.redis_address, ok ? "back" : "unreachable");
       rt.host->SetServing("continuum.redis", ok);
       redis_last = ok;
-      absl::Status db = rt.db->InTransaction([](db::Tx& tx) { return tx.Query("SELECT 1").status(); },
-                                             db::TxMode::kReadOnly, 1);
+      absl::Status db = rt.db->Ping();
       if (db.ok() != db_last) {
         if (db.ok()) spdlog::warn("database is back; serving again");
         else spdlog::error("database unreachable, reporting NOT_SERVING: {}", db.ToString());
