@@ -123,6 +123,14 @@ struct Options {
   std::string url;
   int pool_size = 4;                           // connections (SQLite :memory: always uses 1)
   absl::Duration busy_timeout = absl::Seconds(5);  // SQLite lock wait / PG lock_timeout
+  // Called after each COMMIT of a write that succeeded, from the committing thread, with how
+  // long the COMMIT itself took (what a write waits for to be durable: SQLite's WAL fsync,
+  // PostgreSQL's WAL flush and round trip, plus on PostgreSQL the deferred statements sent
+  // with it) and whether it was synced (TxMode::kReadWriteUnsynced is not). On SQLite one
+  // COMMIT may carry a whole group of transactions: `transactions` says how many. For metrics:
+  // must be cheap and thread-safe. Storage stalls (a slow fsync holds every write queued
+  // behind it) show here first.
+  std::function<void(absl::Duration took, bool synced, int transactions)> on_commit = nullptr;
 };
 
 absl::StatusOr<std::unique_ptr<Database>> Open(const Options& options);

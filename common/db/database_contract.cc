@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/db/migrations.h"
@@ -11,8 +12,18 @@
 
 namespace continuum::db {
 
+std::vector<DatabaseContractTest::Commit> DatabaseContractTest::TakeCommits() {
+  absl::MutexLock lock(&commits_mu_);
+  return std::exchange(commits_, {});
+}
+
 void DatabaseContractTest::SetUp() {
-  auto db = GetParam().open();
+  Options options;
+  options.on_commit = [this](absl::Duration took, bool synced, int transactions) {
+    absl::MutexLock lock(&commits_mu_);
+    commits_.push_back({took, synced, transactions});
+  };
+  auto db = GetParam().open(std::move(options));
   ASSERT_TRUE(db.ok()) << db.status();
   db_ = std::move(*db);
   ASSERT_TRUE(ApplyMigrations(*db_, "contract",
@@ -339,6 +350,58 @@ TEST_P(DatabaseContractTest, UnsyncedWritesCommitAndNeverRelaxAnotherWrite) {
   rows = db_->Query("SELECT COUNT(*) FROM items WHERE id IN ('relaxed', 'durable')");
   ASSERT_TRUE(rows.ok()) << rows.status();
   EXPECT_EQ(rows->at(0).Int(0), 2);
+}
+
+TEST_P(DatabaseContractTest, CommitsAreReportedWithTheirDurabilityAndTransactions) {
+  TakeCommits();  // the migrations'
+  ASSERT_TRUE(db_->Exec("INSERT INTO items (id) VALUES ('c1')").ok());
+  ASSERT_TRUE(db_->InTransaction([](Tx& tx) { return tx.Exec("INSERT INTO items (id) VALUES ('c2')").status(); },
+                                 TxMode::kReadWriteUnsynced)
+                  .ok());
+  ASSERT_TRUE(db_->InTransaction([](Tx& tx) { return tx.Query("SELECT id FROM items").status(); },
+                                 TxMode::kReadOnly)
+                  .ok());
+  EXPECT_FALSE(db_->InTransaction([](Tx& tx) -> absl::Status {
+                     RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id) VALUES ('never')").status());
+                     return absl::FailedPreconditionError("rolled back");
+                   }).ok());
+  auto commits = TakeCommits();
+  ASSERT_EQ(commits.size(), 2u) << "one report per committed write; none for the read or the rollback";
+  EXPECT_TRUE(commits[0].synced);
+  EXPECT_FALSE(commits[1].synced);
+  for (const auto& c : commits) {
+    EXPECT_EQ(c.transactions, 1);
+    EXPECT_GE(c.took, absl::ZeroDuration());
+  }
+
+  // Concurrent writers, every fifth of them failing: on SQLite they share commits (a group's
+  // failed members roll back alone), and the reports count exactly the writes that committed.
+  constexpr int kThreads = 4, kEach = 25;
+  std::atomic<int> committed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        const bool fail = i % 5 == 0;
+        absl::Status s = db_->InTransaction([&](Tx& tx) -> absl::Status {
+          RETURN_IF_ERROR(tx.Exec("INSERT INTO items (id) VALUES ($1)", {absl::StrCat("g", t, "-", i)}).status());
+          return fail ? absl::FailedPreconditionError("refused") : absl::OkStatus();
+        });
+        if (s.ok()) committed++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(committed.load(), kThreads * kEach * 4 / 5);
+  int reported = 0;
+  commits = TakeCommits();
+  for (const auto& c : commits) {
+    EXPECT_TRUE(c.synced);
+    EXPECT_GE(c.transactions, 1);
+    reported += c.transactions;
+  }
+  EXPECT_EQ(reported, committed.load());
+  EXPECT_LE(commits.size(), static_cast<size_t>(committed.load()));
 }
 
 }  // namespace

@@ -7,12 +7,14 @@ namespace {
 INSTANTIATE_TEST_SUITE_P(Postgres, DatabaseContractTest,
                          ::testing::Values(BackendParam{
                              "postgres",
-                             []() -> absl::StatusOr<std::unique_ptr<Database>> {
+                             [](Options o) -> absl::StatusOr<std::unique_ptr<Database>> {
                                auto pg = testing::PostgresServer::Shared();
                                if (!pg.ok()) return pg.status();
                                auto url = (*pg)->CreateDatabase();
                                if (!url.ok()) return url.status();
-                               return Open({.url = *url, .pool_size = 8});
+                               o.url = *url;
+                               o.pool_size = 8;
+                               return Open(o);
                              }}),
                          [](const ::testing::TestParamInfo<BackendParam>& info) { return info.param.name; });
 

@@ -11,20 +11,25 @@ testing::TempDir& Dir() {
 
 INSTANTIATE_TEST_SUITE_P(
     Sqlite, DatabaseContractTest,
-    ::testing::Values(
-        BackendParam{"sqlite_memory", [] { return Open({.url = "sqlite::memory:"}); }},
-        BackendParam{"sqlite_file",
-                     [] {
-                       static int n = 0;
-                       return Open({.url = "sqlite:" + Dir().File("db" + std::to_string(n++) + ".sqlite")});
-                     }},
-        // One connection: readers take turns on the writer's connection.
-        BackendParam{"sqlite_file_one_connection",
-                     [] {
-                       static int n = 0;
-                       return Open({.url = "sqlite:" + Dir().File("one" + std::to_string(n++) + ".sqlite"),
-                                    .pool_size = 1});
-                     }}),
+    ::testing::Values(BackendParam{"sqlite_memory",
+                                   [](Options o) {
+                                     o.url = "sqlite::memory:";
+                                     return Open(o);
+                                   }},
+                      BackendParam{"sqlite_file",
+                                   [](Options o) {
+                                     static int n = 0;
+                                     o.url = "sqlite:" + Dir().File("db" + std::to_string(n++) + ".sqlite");
+                                     return Open(o);
+                                   }},
+                      // One connection: readers take turns on the writer's connection.
+                      BackendParam{"sqlite_file_one_connection",
+                                   [](Options o) {
+                                     static int n = 0;
+                                     o.url = "sqlite:" + Dir().File("one" + std::to_string(n++) + ".sqlite");
+                                     o.pool_size = 1;
+                                     return Open(o);
+                                   }}),
     [](const ::testing::TestParamInfo<BackendParam>& info) { return info.param.name; });
 
 TEST(SqliteTest, OpenRejectsUnknownUrl) {

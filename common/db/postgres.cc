@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/db/backends.h"
 #include "common/db/pool.h"
 #include "common/status/errors.h"
@@ -352,10 +353,13 @@ class PostgresDatabase final : public Database {
       status = fn(*conn);
       conn->set_autocommit_read_only(false);
     } else if (status.ok()) {
-      conn->BeginLazily(mode == TxMode::kReadWriteUnsynced);
+      const bool synced = mode != TxMode::kReadWriteUnsynced;
+      conn->BeginLazily(!synced);
       status = fn(*conn);
       if (status.ok()) {
+        const absl::Time commit_start = absl::Now();
         status = conn->Commit();
+        if (status.ok() && options_.on_commit) options_.on_commit(absl::Now() - commit_start, synced, 1);
       } else if (!conn->broken()) {
         conn->Rollback().IgnoreError();
       }

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/db/backends.h"
 #include "common/db/pool.h"
 #include "common/status/errors.h"
@@ -204,8 +205,8 @@ class SqliteDatabase final : public Database {
   // after another connection committed: with writes spread over the pool, every write began
   // by unmapping and re-faulting the file (munmap alone was 13% of session-record's CPU
   // under record writes). The writer never sees another connection's commit.
-  explicit SqliteDatabase(std::vector<std::unique_ptr<SqliteConn>> conns)
-      : writer_(std::move(conns.front())), pool_(Readers(std::move(conns))) {}
+  SqliteDatabase(std::vector<std::unique_ptr<SqliteConn>> conns, const Options& options)
+      : on_commit_(options.on_commit), writer_(std::move(conns.front())), pool_(Readers(std::move(conns))) {}
 
   Backend backend() const override { return Backend::kSqlite; }
 
@@ -297,8 +298,17 @@ class SqliteDatabase final : public Database {
         any_ok = any_ok || s.ok();
       }
     }
-    absl::Status commit = any_ok ? conn->Simple("COMMIT") : conn->Simple("ROLLBACK");
-    if (any_ok && !commit.ok()) {
+    if (!any_ok) {
+      conn->Simple("ROLLBACK").IgnoreError();
+      return;
+    }
+    const absl::Time commit_start = absl::Now();
+    absl::Status commit = conn->Simple("COMMIT");
+    if (commit.ok() && on_commit_) {
+      const auto committed = std::count_if(batch.begin(), batch.end(), [](const Pending* p) { return p->result.ok(); });
+      on_commit_(absl::Now() - commit_start, sync, static_cast<int>(committed));
+    }
+    if (!commit.ok()) {
       conn->Simple("ROLLBACK").IgnoreError();
       for (Pending* p : batch) {
         if (p->result.ok()) p->result = commit;  // nothing of this group is durable
@@ -327,6 +337,7 @@ class SqliteDatabase final : public Database {
     return status;
   }
 
+  const std::function<void(absl::Duration, bool, int)> on_commit_;
   absl::Mutex group_mu_;
   std::deque<Pending*> group_queue_ ABSL_GUARDED_BY(group_mu_);
   bool group_leader_ ABSL_GUARDED_BY(group_mu_) = false;
@@ -373,7 +384,7 @@ absl::StatusOr<std::unique_ptr<Database>> OpenSqlite(const std::string& path,
     RETURN_IF_ERROR(conn->Simple(i == 0 ? "PRAGMA mmap_size=268435456" : "PRAGMA mmap_size=0"));
     conns.push_back(std::move(conn));
   }
-  return std::unique_ptr<Database>(new SqliteDatabase(std::move(conns)));
+  return std::unique_ptr<Database>(new SqliteDatabase(std::move(conns), options));
 }
 
 }  // namespace continuum::db

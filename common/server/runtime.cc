@@ -17,6 +17,7 @@
 #include "common/time/clock.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
+#include "prometheus/histogram.h"
 #include "spdlog/spdlog.h"
 
 namespace continuum {
@@ -109,7 +110,30 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
     return 1;
   };
 
-  auto db = db::Open({.url = rt.config.database_url, .pool_size = rt.config.database_pool});
+  rt.host = std::make_unique<ServiceHost>(def.binary, rt.config.server);
+  // How long commits wait to be durable, for operators: a slow disk (an fsync that stalls for
+  // 100 ms holds every write queued behind it) or a slow PostgreSQL shows here before anywhere
+  // else. The transactions counter over the histogram's count is SQLite's group size.
+  auto& commit_seconds = prometheus::BuildHistogram()
+                             .Name("continuum_db_commit_seconds")
+                             .Help("Time a COMMIT of writes took (waiting for durability), by durability.")
+                             .Register(rt.host->metrics());
+  auto& committed = prometheus::BuildCounter()
+                        .Name("continuum_db_transactions_committed_total")
+                        .Help("Write transactions committed (SQLite commits several at once), by durability.")
+                        .Register(rt.host->metrics());
+  const prometheus::Histogram::BucketBoundaries commit_buckets{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                              0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5};
+  prometheus::Histogram* commit_hist[2] = {&commit_seconds.Add({{"durability", "unsynced"}}, commit_buckets),
+                                           &commit_seconds.Add({{"durability", "synced"}}, commit_buckets)};
+  prometheus::Counter* committed_count[2] = {&committed.Add({{"durability", "unsynced"}}),
+                                             &committed.Add({{"durability", "synced"}})};
+  auto db = db::Open({.url = rt.config.database_url,
+                      .pool_size = rt.config.database_pool,
+                      .on_commit = [commit_hist, committed_count](absl::Duration took, bool synced, int transactions) {
+                        commit_hist[synced]->Observe(absl::ToDoubleSeconds(took));
+                        committed_count[synced]->Increment(transactions);
+                      }});
   if (!db.ok()) return fail(db.status());
   rt.db = std::move(*db);
   if (auto s = db::ApplyMigrations(*rt.db, "outbox", outbox::Migrations()); !s.ok()) return fail(s);
@@ -125,7 +149,6 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
   rt.relay = std::make_unique<outbox::Relay>(*rt.db, *rt.redis, RealClock::Get(),
                                              outbox::Relay::Options{.owner = def.name + "-" + rt.instance_id});
   rt.authenticator = std::make_unique<auth::Authenticator>(std::move(*verifier), RealClock::Get());
-  rt.host = std::make_unique<ServiceHost>(def.binary, rt.config.server);
 
   rt.retention = {outbox::RetentionRule(), api::IdempotencyRetention()};
   auto services = def.build(rt);

@@ -31,12 +31,22 @@ def find(rows, **kw):
 KEYS = ("scenario", "label", "mode", "connections", "inflight", "rate", "threads", "conversations")
 
 
+def median_metric(r):
+    """What repeated runs of a point are ranked by: delivery p99 for message delivery, p99 for
+    other open-loop runs, requests per second otherwise (closed loop, redis-benchmark)."""
+    if "delivery_ms" in r:
+        return r["delivery_ms"]["p99"]
+    if r.get("mode") == "open":
+        return r["latency_ms"]["p99"]
+    return r["qps"]
+
+
 def median_run(runs):
-    """Of repeated runs of one point, the median one (by QPS closed loop, by p99 open loop),
-    with the number of runs and the range of that figure."""
-    if len(runs) == 1 or "latency_ms" not in runs[0]:
+    """Of repeated runs of one point, the median one (by median_metric), with the number of
+    runs and the range of that figure."""
+    if len(runs) == 1 or ("latency_ms" not in runs[0] and runs[0].get("qps") is None):
         return runs[-1]
-    metric = (lambda r: r["qps"]) if runs[0].get("mode") != "open" else (lambda r: r["latency_ms"]["p99"])
+    metric = median_metric
     ordered = sorted(runs, key=metric)
     m = dict(ordered[len(ordered) // 2])
     m["runs"] = len(ordered)
@@ -88,6 +98,28 @@ def load_text(r):
     if r["scenario"] == "bare-insert":
         return f"{r['threads']} thread(s)"
     return f"{r['connections']}x{r['inflight']}"
+
+
+def commit_text(c):
+    """The synced commits of one run, from the messaging replica's commit histogram taken
+    before and after it: how many, and how many took longer than 10 ms (and the slowest's
+    bucket). Each send waits for its commit, so a slow one delays every send queued behind it."""
+    if not c or not c.get("after"):
+        return ""
+    def le(k):
+        return float("inf") if k == "+Inf" else float(k)
+    n = {k: c["after"].get(k, 0) - c["before"].get(k, 0) for k in c["after"]}
+    bounds = sorted(n, key=le)
+    total = n[bounds[-1]]
+    if total <= 0:
+        return ""
+    slow = total - n.get("0.01", total)
+    text = f"; its messaging commits: {fmt(total)}, {fmt(slow)} over 10 ms"
+    if slow > 0:
+        worst = next(k for k in bounds if n[k] >= total)
+        below = bounds[bounds.index(worst) - 1] if bounds.index(worst) > 0 else "0"
+        text += f" (the slowest {float(below) * 1000:g}-{'inf' if worst == '+Inf' else f'{le(worst) * 1000:g}'} ms)"
+    return text
 
 
 def ratio(a, b):
@@ -192,8 +224,13 @@ def main():
         h = one(rows, scenario=scenario, mode="closed")
         if h:
             r = ratio(qps(h), zadd)
+            z = one(rows, scenario="redis-benchmark", command="ZADD")
+            runs = (f"; median of {h['runs']} runs alternating with ZADD's, heartbeats {fmt(h['spread'][0])}-"
+                    f"{fmt(h['spread'][1])}/s, ZADD {fmt(z['spread'][0])}-{fmt(z['spread'][1])}/s"
+                    if h.get("runs") and z and z.get("runs") else "")
             verdict(f"presence heartbeat throughput ({form}) >= 0.5x redis-benchmark ZADD", r >= 0.5,
-                    f"{fmt(qps(h))}/s vs ZADD {fmt(zadd)}/s = **{r:.2f}x** (0.5x ZADD is {fmt(zadd / 2)}/s; {note})")
+                    f"{fmt(qps(h))}/s vs ZADD {fmt(zadd)}/s = **{r:.2f}x** (0.5x ZADD is {fmt(zadd / 2)}/s; {note}"
+                    f"{runs})")
     for b in BACKENDS:
         # Messages spread over clients' conversations (the hot single conversation is in the table).
         spread = [r for r in find(rows, scenario="deliver", label=b, rate=1000) if r.get("conversations", 1) > 1]
@@ -201,10 +238,17 @@ def main():
         if d:
             dl = d["delivery_ms"]
             complete = dl["delivered"] >= dl["expected"] and dl["expected"] > 0
+            runs = ""
+            if d.get("runs"):
+                runs = f"; median of {d['runs']} runs, their delivery p99 {ms(d['spread'][0])}-{ms(d['spread'][1])} ms"
+            # The same run's commits (read from messaging's metrics around each run, in order).
+            commits = find(rows, scenario="commit-latency", label=b, rate=1000)
+            c = commits[spread.index(next(r for r in spread if r["delivery_ms"] == dl))] \
+                if len(commits) == len(spread) else None
             verdict(f"send -> live delivery p99 <= 10 ms at 1,000 msg/s ({b}, {d['conversations']} conversations)",
                     complete and dl["p99"] <= 10,
                     f"p99 **{ms(dl['p99'])} ms** (p50 {ms(dl['p50'])} ms), sends achieved {fmt(qps(d))}/s, "
-                    f"delivered {dl['delivered']} of {dl['expected']}")
+                    f"delivered {dl['delivered']} of {dl['expected']}{runs}{commit_text(c)}")
     st = one(rows, scenario="streams")
     if st:
         s = st["streams"]
@@ -277,7 +321,8 @@ def main():
         if r.get("runs"):
             lo, hi = r["spread"]
             load_col += f" (median of {r['runs']})"
-            spread = f"QPS {fmt(lo)}-{fmt(hi)}" if r["mode"] != "open" else f"p99 {ms(lo)}-{ms(hi)}"
+            spread = (f"delivery p99 {ms(lo)}-{ms(hi)}" if r["scenario"] == "deliver" else
+                      f"QPS {fmt(lo)}-{fmt(hi)}" if r["mode"] != "open" else f"p99 {ms(lo)}-{ms(hi)}")
             note = f"{note}; runs' {spread}" if note else f"runs' {spread}"
         md.append(f"| {r['scenario']} | {r.get('label') or '-'} | {load_col} | {fmt(qps(r))} | {ms(lat(r, 'p50'))} | "
                   f"{ms(lat(r, 'p90'))} | {ms(lat(r, 'p99'))} | {ms(lat(r, 'p999'))} | {ms(lat(r, 'max'))} | "
@@ -372,9 +417,11 @@ def main():
   synchronous_commit on).
 - `heartbeat`: messaging `Heartbeat` of 256 people; `heartbeat-stream`: the same heartbeats as messages on
   `StreamHeartbeats` streams (32 per connection, one heartbeat in flight on each; the replica applies what arrives
-  on all streams as one Redis script call per batch); `deliver`: the therapist's `SendMessage` at a fixed rate, round
-  robin over 16 clients' conversations (or all into one), latency from each message's intended send time to its
-  arrival on that client's live `Subscribe` stream.
+  on all streams as one Redis script call per batch; three runs alternating with redis-benchmark ZADD, medians
+  count); `deliver`: the therapist's `SendMessage` at a fixed rate, round robin over 16 clients' conversations (or
+  all into one), latency from each message's intended send time to its arrival on that client's live `Subscribe`
+  stream (the 1,000/s point three times, the median delivery p99 counting, with the messaging replica's synced
+  commits over each run from its `continuum_db_commit_seconds` histogram).
 - `streams`: open `Subscribe` streams of distinct people on one messaging replica; its RSS and threads from /proc.
 """)
     md.append("Raw results: `results.jsonl` (one JSON object per run). Re-run: `tools/bench/run.sh`.\n")
