@@ -11,10 +11,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/db/database.h"
 #include "common/testing/harness.h"
 #include "gmock/gmock.h"
@@ -38,6 +39,17 @@ struct Svc {
 };
 
 void PrintTo(const Svc& s, std::ostream* os) { *os << s.binary; }
+
+// The value of one sample (`name{labels}` exactly as exported) in a Prometheus text page; -1
+// when it is not there.
+double MetricValue(const std::string& page, const std::string& sample) {
+  for (absl::string_view line : absl::StrSplit(page, '\n')) {
+    if (!absl::StartsWith(line, sample + " ")) continue;
+    double v = 0;
+    if (absl::SimpleAtod(absl::StripAsciiWhitespace(line.substr(sample.size() + 1)), &v)) return v;
+  }
+  return -1;
+}
 
 std::string Slurp(const std::string& path) {
   std::ifstream in(path);
@@ -123,6 +135,13 @@ TEST_P(ServiceBinaryTest, ServesHealthReflectionAndMetrics) {
   // Retention's counters are there from the start, one per table, before anything is deleted.
   EXPECT_THAT(metrics, HasSubstr("continuum_retention_deleted_rows_total{table=\"outbox\"}"));
   EXPECT_THAT(metrics, HasSubstr("continuum_retention_deleted_rows_total{table=\"idempotency\"}"));
+  // Commits are timed from the first one (the migrations at start-up are synced writes).
+  const double commits = MetricValue(metrics, "continuum_db_commit_seconds_count{durability=\"synced\"}");
+  const double transactions = MetricValue(metrics, "continuum_db_transactions_committed_total{durability=\"synced\"}");
+  EXPECT_GT(commits, 0);
+  EXPECT_GE(transactions, commits);
+  EXPECT_THAT(metrics, HasSubstr("continuum_db_commit_seconds_bucket{durability=\"synced\",le=\"0.01\"}"));
+  EXPECT_THAT(metrics, HasSubstr("continuum_db_commit_seconds_count{durability=\"unsynced\"}"));
 }
 
 TEST_P(ServiceBinaryTest, ExitsCleanlyOnSigterm) {
