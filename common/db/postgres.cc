@@ -172,6 +172,8 @@ class PgConn final : public Tx {
     begin_pending_ = true;
     begin_unsynced_ = unsynced;
   }
+  // Nothing was run or queued since BeginLazily: Commit will send nothing.
+  bool ran_nothing() const { return begin_pending_ && deferred_.empty(); }
   absl::Status Commit() {
     if (!deferred_.empty()) return Flush(nullptr, "COMMIT").status();
     return End("COMMIT");
@@ -357,9 +359,10 @@ class PostgresDatabase final : public Database {
       conn->BeginLazily(!synced);
       status = fn(*conn);
       if (status.ok()) {
+        const bool report = options_.on_commit && !conn->ran_nothing();
         const absl::Time commit_start = absl::Now();
         status = conn->Commit();
-        if (status.ok() && options_.on_commit) options_.on_commit(absl::Now() - commit_start, synced, 1);
+        if (status.ok() && report) options_.on_commit(absl::Now() - commit_start, synced, 1);
       } else if (!conn->broken()) {
         conn->Rollback().IgnoreError();
       }

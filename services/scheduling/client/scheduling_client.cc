@@ -160,6 +160,14 @@ SchedulingClientConfig ReadSchedulingClientConfig(ConfigSource& c) {
       c.Duration("care-team-cache-ttl", absl::Seconds(5),
                  "how long a care team read from scheduling is reused for access checks (0 = ask every time); a "
                  "member removed from a team keeps access on this replica for up to this long");
+  out.load_balancing = c.String(
+      "scheduling-load-balancing", "round_robin",
+      "round_robin: calls spread over every address --scheduling-address resolves to (a headless Service's "
+      "pods, or ipv4:host1:port,host2:port); pick_first: all calls over one connection");
+  if (out.load_balancing != "round_robin" && out.load_balancing != "pick_first") {
+    c.AddError(absl::StrCat("--scheduling-load-balancing must be round_robin or pick_first, not '",
+                            out.load_balancing, "'"));
+  }
   return out;
 }
 
@@ -168,9 +176,14 @@ absl::StatusOr<std::unique_ptr<SchedulingClient>> ConnectScheduling(const Schedu
                                                                     const std::string& subject) {
   ASSIGN_OR_RETURN(auto creds, auth::MakeChannelCredentials(common.server.tls));
   auto tokens = std::make_unique<auth::ServiceTokenSource>(subject, common.jwt, config.token_file, RealClock::Get());
-  return WithCareTeamCache(std::make_unique<GrpcSchedulingClient>(grpc::CreateChannel(config.address, creds), nullptr,
-                                                                  config.deadline, std::move(tokens)),
-                           RealClock::Get(), config.care_team_cache_ttl);
+  // gRPC's default, pick_first, sends everything over one connection to the first address
+  // that answers: every session-record and messaging replica would load one scheduling pod.
+  grpc::ChannelArguments args;
+  args.SetLoadBalancingPolicyName(config.load_balancing);
+  return WithCareTeamCache(
+      std::make_unique<GrpcSchedulingClient>(grpc::CreateCustomChannel(config.address, creds, args), nullptr,
+                                             config.deadline, std::move(tokens)),
+      RealClock::Get(), config.care_team_cache_ttl);
 }
 
 }  // namespace continuum::scheduling

@@ -40,6 +40,9 @@ struct SchedulingClientConfig {
   absl::Duration deadline;  // --scheduling-deadline
   std::string token_file;  // --service-token-file (empty: mint with the HS256 secret)
   absl::Duration care_team_cache_ttl;  // --care-team-cache-ttl (0: no cache)
+  // --scheduling-load-balancing: "round_robin" (calls spread over every address the name
+  // resolves to, e.g. a headless Service's pods) or "pick_first" (one connection).
+  std::string load_balancing = "round_robin";
 };
 SchedulingClientConfig ReadSchedulingClientConfig(ConfigSource& source);
 
