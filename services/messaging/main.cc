@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
     auto connected = scheduling::ConnectScheduling(scheduling_config, rt.config, "continuum-messaging");
     if (!connected.ok()) return connected.status();
     scheduling = std::move(*connected);
+    rt.periodic.push_back(scheduling::ReportSchedulingHealth(rt, *scheduling));
     rt.retention.push_back(messaging::store::ProcessedEventsRetention());
     presence = std::make_unique<messaging::PresenceStore>(*rt.redis, RealClock::Get());
     hub = std::make_unique<messaging::LiveHub>(rt.redis->options(), *rt.redis, rt.host->executor());

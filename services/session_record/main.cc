@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
     auto connected = scheduling::ConnectScheduling(scheduling_config, rt.config, "continuum-session-record");
     if (!connected.ok()) return connected.status();
     scheduling = std::move(*connected);
+    rt.periodic.push_back(scheduling::ReportSchedulingHealth(rt, *scheduling));
     outbox::Relay* relay = rt.relay.get();
     keeper = std::make_unique<records::RecordKeeper>(
         *rt.db, RealClock::Get(), *scheduling, records::RecordKeeper::Options{.on_commit = [relay] { relay->Notify(); }});

@@ -207,6 +207,47 @@ TEST_P(ServiceBinaryTest, DatabaseOutageTakesTheServerOutOfRotationUntilItReturn
   EXPECT_TRUE(serving(GetParam().health_name));
 }
 
+TEST_P(ServiceBinaryTest, ReportsSchedulingReachabilityAsComponentStatus) {
+  auto status = [&] { return RunCommand({Probe(), address_, "health", "continuum.scheduling"}, dir_); };
+  if (GetParam().binary == "continuum-scheduling") {
+    StartService();
+    EXPECT_NE(status().first, 0) << "scheduling depends on no scheduling service";
+    return;
+  }
+  // A real scheduling replica on a port of our choosing, so it can come back on the same one.
+  const int port = testing::FreePort();
+  auto start_scheduling = [&]() -> std::unique_ptr<Process> {
+    std::remove(dir_.File("sched.ready").c_str());
+    auto p = Process::Start({testing::BinDir() + "/continuum-scheduling", absl::StrCat("--listen-address=127.0.0.1:", port),
+                             "--metrics-address=", "--database-url=sqlite:" + dir_.File("sched.db"),
+                             "--redis-address=" + redis_->address(), std::string("--jwt-hs256-secret=") + kSecret,
+                             "--ready-file=" + dir_.File("sched.ready")},
+                            {}, dir_.File("sched.log"));
+    EXPECT_TRUE(p.ok());
+    if (!p.ok()) return nullptr;
+    EXPECT_TRUE(WaitUntil([&] { return access(dir_.File("sched.ready").c_str(), F_OK) == 0; }, absl::Seconds(30)))
+        << Slurp(dir_.File("sched.log"));
+    return std::move(*p);
+  };
+  auto scheduling = start_scheduling();
+  ASSERT_NE(scheduling, nullptr);
+  StartService({absl::StrCat("--scheduling-address=127.0.0.1:", port)});
+  EXPECT_TRUE(WaitUntil([&] { return status().first == 0; }, absl::Seconds(15)));
+
+  scheduling->Signal(SIGKILL);
+  ASSERT_TRUE(scheduling->Wait(absl::Seconds(10)).ok());
+  EXPECT_TRUE(WaitUntil([&] { return status().second.find("NOT_SERVING") != std::string::npos; }, absl::Seconds(15)))
+      << "still SERVING with scheduling gone";
+  // Not gating: the server stays in rotation (calls that need scheduling fail on their own).
+  EXPECT_EQ(RunCommand({Probe(), address_, "health"}, dir_).first, 0);
+  EXPECT_THAT(Slurp(dir_.File("service.log")), HasSubstr("scheduling unreachable"));
+
+  scheduling = start_scheduling();
+  ASSERT_NE(scheduling, nullptr);
+  EXPECT_TRUE(WaitUntil([&] { return status().first == 0; }, absl::Seconds(30)))
+      << "did not return to SERVING with scheduling back";
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Services, ServiceBinaryTest,
     ::testing::Values(Svc{"continuum-scheduling", "continuum.scheduling.v1.SchedulingService"},

@@ -5,6 +5,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
+#include "spdlog/spdlog.h"
 
 namespace continuum::scheduling {
 namespace {
@@ -13,8 +14,22 @@ class GrpcSchedulingClient final : public SchedulingClient {
  public:
   GrpcSchedulingClient(std::shared_ptr<grpc::Channel> channel, auth::ServiceTokenSource* tokens,
                        absl::Duration deadline, std::unique_ptr<auth::ServiceTokenSource> owned = nullptr)
-      : stub_(sv1::SchedulingService::NewStub(channel)), owned_tokens_(std::move(owned)),
+      : channel_(channel), stub_(sv1::SchedulingService::NewStub(channel)), owned_tokens_(std::move(owned)),
         tokens_(owned_tokens_ ? owned_tokens_.get() : tokens), deadline_(deadline) {}
+
+  absl::Status Reachability() override {
+    switch (channel_->GetState(/*try_to_connect=*/true)) {
+      case GRPC_CHANNEL_TRANSIENT_FAILURE:
+        return absl::UnavailableError("cannot connect to scheduling");
+      case GRPC_CHANNEL_SHUTDOWN:
+        return absl::UnavailableError("the channel to scheduling is shut down");
+      case GRPC_CHANNEL_CONNECTING:
+        // Between failed attempts the channel tries again: not reachable until it connects.
+        return absl::UnavailableError("connecting to scheduling");
+      default:  // READY, or IDLE (no connection needed yet; just asked to connect)
+        return absl::OkStatus();
+    }
+  }
 
   absl::StatusOr<sv1::Appointment> GetAppointment(const std::string& name) override {
     sv1::GetAppointmentRequest r;
@@ -81,6 +96,7 @@ class GrpcSchedulingClient final : public SchedulingClient {
     return FromGrpcStatus(s);
   }
 
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<sv1::SchedulingService::Stub> stub_;
   std::unique_ptr<auth::ServiceTokenSource> owned_tokens_;
   auth::ServiceTokenSource* tokens_;
@@ -123,6 +139,7 @@ class CareTeamCache final : public SchedulingClient {
                                    const std::string& request_id) override {
     return inner_->SetAppointmentState(name, state, request_id);
   }
+  absl::Status Reachability() override { return inner_->Reachability(); }
 
  private:
   struct Entry {
@@ -148,6 +165,20 @@ std::unique_ptr<SchedulingClient> WithCareTeamCache(std::unique_ptr<SchedulingCl
 std::unique_ptr<SchedulingClient> NewGrpcSchedulingClient(std::shared_ptr<grpc::Channel> channel,
                                                           auth::ServiceTokenSource* tokens, absl::Duration deadline) {
   return std::make_unique<GrpcSchedulingClient>(std::move(channel), tokens, deadline);
+}
+
+Runtime::Periodic ReportSchedulingHealth(Runtime& rt, SchedulingClient& client) {
+  auto last = std::make_shared<bool>(true);
+  return {"scheduling health", absl::Seconds(1), [&rt, &client, last] {
+            absl::Status s = client.Reachability();
+            if (s.ok() != *last) {
+              if (s.ok()) spdlog::warn("scheduling is reachable again");
+              else spdlog::error("scheduling unreachable, reporting continuum.scheduling NOT_SERVING: {}", s.ToString());
+            }
+            *last = s.ok();
+            rt.host->SetServing("continuum.scheduling", s.ok());
+            return absl::OkStatus();
+          }};
 }
 
 SchedulingClientConfig ReadSchedulingClientConfig(ConfigSource& c) {

@@ -32,6 +32,9 @@ class SchedulingClient {
   // Idempotent on request_id.
   virtual absl::Status SetAppointmentState(const std::string& name, sv1::Appointment::State state,
                                            const std::string& request_id) = 0;
+  // Whether scheduling can be reached now, from the connection's state (no call is made; an
+  // idle connection is asked to connect). Clients without a connection are always reachable.
+  virtual absl::Status Reachability() { return absl::OkStatus(); }
 };
 
 // How a service reaches scheduling, read from its flags / environment.
@@ -51,6 +54,12 @@ SchedulingClientConfig ReadSchedulingClientConfig(ConfigSource& source);
 absl::StatusOr<std::unique_ptr<SchedulingClient>> ConnectScheduling(const SchedulingClientConfig& config,
                                                                     const CommonConfig& common,
                                                                     const std::string& subject);
+
+// The housekeeping task that reports `client`'s reachability as the component health status
+// "continuum.scheduling" of `rt`'s server (checked every second; not gating the server's
+// overall status: calls that need scheduling fail UNAVAILABLE on their own, the others still
+// work), with a log line when it changes.
+Runtime::Periodic ReportSchedulingHealth(Runtime& rt, SchedulingClient& client);
 
 // Remembers each care team `inner` returned for `ttl` (by the injected clock), at most
 // `max_entries` of them; everything else passes through. Every session-record write and
