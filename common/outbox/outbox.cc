@@ -112,8 +112,13 @@ Relay::Relay(db::Database& db, redis::Client& redis, Clock& clock, Options optio
 Relay::~Relay() { Stop(); }
 
 absl::StatusOr<int64_t> Relay::Pending() {
-  ASSIGN_OR_RETURN(db::Rows rows, db_.Query("SELECT COUNT(*) FROM outbox WHERE sent_time IS NULL"));
-  return rows.at(0).Int(0);
+  int64_t n = 0;
+  RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(db::Rows rows, tx.Query("SELECT COUNT(*) FROM outbox WHERE sent_time IS NULL"));
+    n = rows.at(0).Int(0);
+    return absl::OkStatus();
+  }, db::TxMode::kReadOnly));
+  return n;
 }
 
 // A row leased by this relay and still unsent (a pass that failed and could not give it back)

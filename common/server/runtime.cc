@@ -17,6 +17,7 @@
 #include "common/time/clock.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
+#include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "spdlog/spdlog.h"
 
@@ -176,6 +177,28 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
       return absl::OkStatus();
     }});
   }
+  // Backlogs, for operators: blocking work waiting for an executor thread (a full queue answers
+  // RESOURCE_EXHAUSTED), and events committed but not yet published to Redis (grows while Redis
+  // is down; counted with one indexed read every 5 s).
+  auto& queued = prometheus::BuildGauge()
+                     .Name("continuum_executor_queued_tasks")
+                     .Help("Tasks waiting for an executor thread (blocking work of calls: SQL, Redis).")
+                     .Register(rt.host->metrics())
+                     .Add({});
+  auto& unsent = prometheus::BuildGauge()
+                     .Name("continuum_outbox_unsent_events")
+                     .Help("Events committed to the outbox and not yet published to Redis (all replicas).")
+                     .Register(rt.host->metrics())
+                     .Add({});
+  rt.periodic.push_back({"executor metrics", absl::Seconds(1), [&rt, &queued] {
+    queued.Set(static_cast<double>(rt.host->executor().queued()));
+    return absl::OkStatus();
+  }});
+  rt.periodic.push_back({"outbox metrics", absl::Seconds(5), [&rt, &unsent] {
+    ASSIGN_OR_RETURN(int64_t n, rt.relay->Pending());
+    unsent.Set(static_cast<double>(n));
+    return absl::OkStatus();
+  }});
   for (auto& [service, health_name] : *services) rt.host->AddService(service.get(), health_name);
   if (auto s = rt.host->Start(); !s.ok()) {
     for (auto& fn : rt.after_stop) fn();  // stop what build() started, while the database is open

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <functional>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -129,6 +130,15 @@ absl::StatusOr<int> Process::Wait(absl::Duration timeout) {
     absl::SleepFor(absl::Milliseconds(5));
   }
   return status_;
+}
+
+double MetricValue(const std::string& page, const std::string& sample) {
+  for (absl::string_view line : absl::StrSplit(page, '\n')) {
+    if (!absl::StartsWith(line, sample + " ")) continue;
+    double v = 0;
+    if (absl::SimpleAtod(absl::StripAsciiWhitespace(line.substr(sample.size() + 1)), &v)) return v;
+  }
+  return -1;
 }
 
 std::string HttpGet(int port, const std::string& path) {

@@ -57,6 +57,9 @@ bool WaitUntil(const std::function<bool()>& ready, absl::Duration timeout);
 // A plain HTTP/1.0 GET to 127.0.0.1:port (a service's /metrics); the whole response, headers
 // included, or "" when nothing answers within 5 s.
 std::string HttpGet(int port, const std::string& path);
+// The value of one sample (`name{labels}` exactly as exported, or just `name`) in a Prometheus
+// text page such as HttpGet returns; -1 when it is not there.
+double MetricValue(const std::string& page, const std::string& sample);
 
 // A real redis-server in a temp dir on a free loopback port.
 class RedisServer {

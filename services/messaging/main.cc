@@ -4,6 +4,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/redis/streams.h"
 #include "common/server/runtime.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
 #include "services/messaging/messaging_service.h"
 #include "spdlog/spdlog.h"
 
@@ -58,6 +60,16 @@ int main(int argc, char** argv) {
     heartbeats->Start();
     messaging::Messenger* m = messenger.get();
     rt.periodic.push_back({"messaging housekeeping", absl::Seconds(1), [m] { return m->Tick(); }});
+    auto* live_streams = &prometheus::BuildGauge()
+                              .Name("continuum_live_streams")
+                              .Help("Subscribe streams open on this replica.")
+                              .Register(rt.host->metrics())
+                              .Add({});
+    messaging::LiveHub* h = hub.get();
+    rt.periodic.push_back({"live stream metrics", absl::Seconds(1), [h, live_streams] {
+      live_streams->Set(static_cast<double>(h->open_streams()));
+      return absl::OkStatus();
+    }});
     rt.before_drain.push_back([&] { hub->Shutdown(); });
     rt.after_stop.push_back([&] {
       heartbeats->Stop();

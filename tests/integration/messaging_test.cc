@@ -177,6 +177,11 @@ TEST_F(MessagingBinaryTest, RedisOutageLosesNothingAcknowledged) {
   mv1::HeartbeatResponse hr;
   grpc::Status down = CallWith(a_.get(), &M::Heartbeat, platform_.client, h, &hr);
   EXPECT_EQ(down.error_code(), grpc::StatusCode::UNAVAILABLE);
+  // Operators see the deliveries waiting in the outbox (the replicas share it).
+  auto unsent = [&] {
+    return MetricValue(HttpGet(platform_.messaging[0]->metrics_port(), "/metrics"), "continuum_outbox_unsent_events");
+  };
+  EXPECT_TRUE(WaitUntil([&] { return unsent() >= 3; }, absl::Seconds(15))) << unsent();
   ASSERT_TRUE(platform_.redis->Restart().ok());
   // Once Redis is back the outbox relays the deliveries; the client catches up by cursor.
   Received after;
@@ -185,6 +190,21 @@ TEST_F(MessagingBinaryTest, RedisOutageLosesNothingAcknowledged) {
     return after.texts.size() == 3;
   }, absl::Seconds(30)));
   EXPECT_THAT(after.texts, ::testing::ElementsAre("during outage 1", "during outage 2", "during outage 3"));
+  EXPECT_TRUE(WaitUntil([&] { return unsent() == 0; }, absl::Seconds(15))) << unsent();
+}
+
+TEST_F(MessagingBinaryTest, CountsOpenLiveStreamsInMetrics) {
+  auto live = [&] {
+    return MetricValue(HttpGet(platform_.messaging[0]->metrics_port(), "/metrics"), "continuum_live_streams");
+  };
+  EXPECT_TRUE(WaitUntil([&] { return live() == 0; }, absl::Seconds(10))) << live();
+  // The stream stays open inside Read until its message arrives: sent once the gauge shows it.
+  auto got = Read(a_.get(), "", 1, [&] {
+    EXPECT_TRUE(WaitUntil([&] { return live() == 1; }, absl::Seconds(10))) << live();
+    ASSERT_TRUE(Send(a_.get(), platform_.therapist, "live-1", "counted").ok());
+  });
+  ASSERT_EQ(got.texts.size(), 1u);
+  EXPECT_TRUE(WaitUntil([&] { return live() == 0; }, absl::Seconds(10))) << "the ended stream is still counted";
 }
 
 }  // namespace

@@ -11,7 +11,6 @@
 #include <fstream>
 #include <sstream>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -25,6 +24,7 @@ namespace continuum {
 namespace {
 
 using testing::HttpGet;
+using testing::MetricValue;
 using testing::Process;
 using testing::RedisServer;
 using testing::TempDir;
@@ -39,17 +39,6 @@ struct Svc {
 };
 
 void PrintTo(const Svc& s, std::ostream* os) { *os << s.binary; }
-
-// The value of one sample (`name{labels}` exactly as exported) in a Prometheus text page; -1
-// when it is not there.
-double MetricValue(const std::string& page, const std::string& sample) {
-  for (absl::string_view line : absl::StrSplit(page, '\n')) {
-    if (!absl::StartsWith(line, sample + " ")) continue;
-    double v = 0;
-    if (absl::SimpleAtod(absl::StripAsciiWhitespace(line.substr(sample.size() + 1)), &v)) return v;
-  }
-  return -1;
-}
 
 std::string Slurp(const std::string& path) {
   std::ifstream in(path);
@@ -142,6 +131,13 @@ TEST_P(ServiceBinaryTest, ServesHealthReflectionAndMetrics) {
   EXPECT_GE(transactions, commits);
   EXPECT_THAT(metrics, HasSubstr("continuum_db_commit_seconds_bucket{durability=\"synced\",le=\"0.01\"}"));
   EXPECT_THAT(metrics, HasSubstr("continuum_db_commit_seconds_count{durability=\"unsynced\"}"));
+  // Backlog gauges, set by the housekeeping thread (nothing is queued or unsent when idle).
+  EXPECT_TRUE(WaitUntil([&] {
+    metrics = HttpGet(metrics_port_, "/metrics");
+    return MetricValue(metrics, "continuum_executor_queued_tasks") == 0 &&
+           MetricValue(metrics, "continuum_outbox_unsent_events") == 0;
+  }, absl::Seconds(10))) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "continuum_live_streams"), GetParam().binary == "continuum-messaging" ? 0 : -1);
 }
 
 TEST_P(ServiceBinaryTest, ExitsCleanlyOnSigterm) {
