@@ -3,6 +3,7 @@
 // locks in the SQL, never to check-then-insert.
 #include <libpq-fe.h>
 
+#include <chrono>
 #include <deque>
 #include <map>
 #include <memory>
@@ -13,7 +14,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/time/clock.h"
 #include "common/db/backends.h"
 #include "common/db/pool.h"
 #include "common/status/errors.h"
@@ -360,9 +360,11 @@ class PostgresDatabase final : public Database {
       status = fn(*conn);
       if (status.ok()) {
         const bool report = options_.on_commit && !conn->ran_nothing();
-        const absl::Time commit_start = absl::Now();
+        const auto commit_start = std::chrono::steady_clock::now();  // a duration: not the wall clock
         status = conn->Commit();
-        if (status.ok() && report) options_.on_commit(absl::Now() - commit_start, synced, 1);
+        if (status.ok() && report) {
+          options_.on_commit(absl::FromChrono(std::chrono::steady_clock::now() - commit_start), synced, 1);
+        }
       } else if (!conn->broken()) {
         conn->Rollback().IgnoreError();
       }

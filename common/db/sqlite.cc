@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <optional>
 #include <map>
@@ -13,7 +14,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/time/clock.h"
 #include "common/db/backends.h"
 #include "common/db/pool.h"
 #include "common/status/errors.h"
@@ -302,11 +302,12 @@ class SqliteDatabase final : public Database {
       conn->Simple("ROLLBACK").IgnoreError();
       return;
     }
-    const absl::Time commit_start = absl::Now();
+    const auto commit_start = std::chrono::steady_clock::now();  // a duration: not the wall clock
     absl::Status commit = conn->Simple("COMMIT");
     if (commit.ok() && on_commit_) {
       const auto committed = std::count_if(batch.begin(), batch.end(), [](const Pending* p) { return p->result.ok(); });
-      on_commit_(absl::Now() - commit_start, sync, static_cast<int>(committed));
+      on_commit_(absl::FromChrono(std::chrono::steady_clock::now() - commit_start), sync,
+                 static_cast<int>(committed));
     }
     if (!commit.ok()) {
       conn->Simple("ROLLBACK").IgnoreError();
