@@ -149,6 +149,12 @@ absl::StatusOr<JwtVerifier> JwtVerifier::Create(JwtOptions options) {
                                         "' (allowed: HS256, RS256, ES256)");
     }
   }
+  if (!options.hs256_verify_only_secret.empty() && options.hs256_verify_only_secret.size() < 32) {
+    return absl::InvalidArgumentError("jwt: the verify-only HS256 secret needs at least 32 bytes");
+  }
+  if (!options.verify_only_public_key_pem.empty() && !LoadPem(options.verify_only_public_key_pem, false)) {
+    return absl::InvalidArgumentError("jwt: the verify-only public key is not a PEM public key");
+  }
   return JwtVerifier(std::move(options));
 }
 
@@ -172,14 +178,21 @@ absl::StatusOr<Principal> JwtVerifier::Verify(absl::string_view token, absl::Tim
   }
   absl::string_view signed_part = token.substr(0, parts[0].size() + 1 + parts[1].size());
   bool valid = false;
+  // The configured key first, then the verify-only one (a rotation in progress).
   if (alg == "HS256") {
-    std::string expected = HmacSha256(options_.hs256_secret, signed_part);
-    valid = expected.size() == signature.size() &&
-            CRYPTO_memcmp(expected.data(), signature.data(), expected.size()) == 0;
+    for (const std::string* secret : {&options_.hs256_secret, &options_.hs256_verify_only_secret}) {
+      if (secret->empty() || valid) continue;
+      std::string expected = HmacSha256(*secret, signed_part);
+      valid = expected.size() == signature.size() &&
+              CRYPTO_memcmp(expected.data(), signature.data(), expected.size()) == 0;
+    }
   } else {
-    Pkey key = LoadPem(options_.public_key_pem, false);
     std::string sig = alg == "ES256" ? EcRawToDer(signature) : signature;
-    valid = key && !sig.empty() && VerifyAsymmetric(key.get(), signed_part, sig);
+    for (const std::string* pem : {&options_.public_key_pem, &options_.verify_only_public_key_pem}) {
+      if (pem->empty() || valid || sig.empty()) continue;
+      Pkey key = LoadPem(*pem, false);
+      valid = key && VerifyAsymmetric(key.get(), signed_part, sig);
+    }
   }
   if (!valid) return Unauthenticated("signature does not verify");
 

@@ -18,6 +18,10 @@ struct JwtOptions {
   std::vector<std::string> algorithms = {"HS256"};  // allow-list: HS256, RS256, ES256
   std::string hs256_secret;            // for HS256
   std::string public_key_pem;          // for RS256 / ES256
+  // Also accepted when verifying, never used to sign: the other key while keys rotate
+  // (docs/operations.md section 11). Empty = none.
+  std::string hs256_verify_only_secret;
+  std::string verify_only_public_key_pem;
   absl::Duration leeway = absl::Seconds(30);  // clock skew tolerated on exp / nbf
 };
 

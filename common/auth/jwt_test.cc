@@ -183,6 +183,44 @@ TEST(JwtTest, CreateRefusesWeakOrMissingKeys) {
   EXPECT_FALSE(JwtVerifier::Create(o).ok());
 }
 
+// Key rotation: tokens signed with the verify-only key are accepted beside the configured
+// key's, tokens of any other key are not, and a verify-only key too short or not a key is
+// refused at start-up.
+TEST(JwtTest, AcceptsTheVerifyOnlyKeyBesideTheConfiguredOne) {
+  const std::string next = "fedcba9876543210fedcba9876543210-next-secret";
+  JwtOptions o;
+  o.issuer = "continuum-dev";
+  o.audience = "continuum";
+  o.hs256_secret = kSecret;
+  o.hs256_verify_only_secret = next;
+  auto hs = JwtVerifier::Create(o);
+  ASSERT_TRUE(hs.ok()) << hs.status();
+  EXPECT_TRUE(hs->Verify(Sign(Claims()), kNow).ok());
+  EXPECT_TRUE(hs->Verify(Sign(Claims(), "HS256", next), kNow).ok());
+  ExpectRejected(hs->Verify(Sign(Claims(), "HS256", "0000000000000000000000000000000000-other"), kNow),
+                 "signature does not verify");
+  // Without it, the same token is refused.
+  ExpectRejected(Verifier().Verify(Sign(Claims(), "HS256", next), kNow), "signature does not verify");
+
+  auto [old_private, old_public] = KeyPair(/*ec=*/true);
+  auto [new_private, new_public] = KeyPair(/*ec=*/true);
+  auto [other_private, other_public] = KeyPair(/*ec=*/true);
+  o.algorithms = {"ES256"};
+  o.public_key_pem = new_public;
+  o.verify_only_public_key_pem = old_public;
+  auto es = JwtVerifier::Create(o);
+  ASSERT_TRUE(es.ok()) << es.status();
+  EXPECT_TRUE(es->Verify(Sign(Claims(), "ES256", new_private), kNow).ok());
+  EXPECT_TRUE(es->Verify(Sign(Claims(), "ES256", old_private), kNow).ok());
+  ExpectRejected(es->Verify(Sign(Claims(), "ES256", other_private), kNow), "signature does not verify");
+
+  o.hs256_verify_only_secret = "short";
+  EXPECT_FALSE(JwtVerifier::Create(o).ok());
+  o.hs256_verify_only_secret = "";
+  o.verify_only_public_key_pem = "not a key";
+  EXPECT_FALSE(JwtVerifier::Create(o).ok());
+}
+
 TEST(AuthenticatorTest, RequiresBearerHeader) {
   FakeClock clock(kNow);
   Authenticator auth(Verifier(), clock);

@@ -53,6 +53,12 @@ CommonConfig ReadCommonConfig(ConfigSource& source, const std::string& service, 
   c.jwt.hs256_secret = source.String("jwt-hs256-secret", "", "HS256 secret (prefer jwt-hs256-secret-file)");
   std::string secret_file = source.String("jwt-hs256-secret-file", "", "file holding the HS256 secret");
   std::string key_file = source.String("jwt-public-key-file", "", "PEM public key for RS256/ES256");
+  std::string verify_only_secret_file = source.String(
+      "jwt-hs256-verify-only-secret-file", "",
+      "file holding a second HS256 secret, accepted when verifying but never used to sign (key rotation)");
+  std::string verify_only_key_file = source.String(
+      "jwt-verify-only-public-key-file", "",
+      "PEM public key accepted besides jwt-public-key-file when verifying RS256/ES256 (key rotation)");
   c.log_level = source.String("log-level", "info", "trace, debug, info, warn, error");
   c.ready_file = source.String("ready-file", "", "write the bound addresses here once serving");
   c.retention = source.Duration("retention", absl::Hours(24 * 7),
@@ -62,20 +68,22 @@ CommonConfig ReadCommonConfig(ConfigSource& source, const std::string& service, 
     source.AddError(absl::StrCat("--retention='", absl::FormatDuration(c.retention),
                                  "' is below 24h, the time request ids are promised to be remembered (0s keeps everything)"));
   }
-  if (!secret_file.empty()) {
-    auto secret = auth::ReadFile(secret_file);
-    if (secret.ok()) {
-      c.jwt.hs256_secret = *secret;
-      while (!c.jwt.hs256_secret.empty() && c.jwt.hs256_secret.back() == '\n') c.jwt.hs256_secret.pop_back();
-    } else {
-      source.AddError(std::string(secret.status().message()));
-    }
-  }
-  if (!key_file.empty()) {
-    auto key = auth::ReadFile(key_file);
-    if (key.ok()) c.jwt.public_key_pem = *key;
+  // A secret file's trailing newlines are not part of the secret.
+  auto read_secret = [&](const std::string& file, std::string* out) {
+    auto secret = auth::ReadFile(file);
+    if (!secret.ok()) return source.AddError(std::string(secret.status().message()));
+    *out = *secret;
+    while (!out->empty() && out->back() == '\n') out->pop_back();
+  };
+  auto read_key = [&](const std::string& file, std::string* out) {
+    auto key = auth::ReadFile(file);
+    if (key.ok()) *out = *key;
     else source.AddError(std::string(key.status().message()));
-  }
+  };
+  if (!secret_file.empty()) read_secret(secret_file, &c.jwt.hs256_secret);
+  if (!verify_only_secret_file.empty()) read_secret(verify_only_secret_file, &c.jwt.hs256_verify_only_secret);
+  if (!key_file.empty()) read_key(key_file, &c.jwt.public_key_pem);
+  if (!verify_only_key_file.empty()) read_key(verify_only_key_file, &c.jwt.verify_only_public_key_pem);
   if (!c.redis_address.empty() && !redis::ParseAddress(c.redis_address).ok()) {
     source.AddError(std::string(redis::ParseAddress(c.redis_address).status().message()));
   }
