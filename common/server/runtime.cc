@@ -90,6 +90,61 @@ CommonConfig ReadCommonConfig(ConfigSource& source, const std::string& service, 
   return c;
 }
 
+namespace {
+
+// How long commits wait to be durable, for operators: a slow disk (an fsync that stalls for
+// 100 ms holds every write queued behind it) or a slow PostgreSQL shows here before anywhere
+// else. The transactions counter over the histogram's count is SQLite's group size. Returns
+// the database's on_commit hook.
+std::function<void(absl::Duration, bool, int)> CommitMetrics(prometheus::Registry& registry) {
+  auto& commit_seconds = prometheus::BuildHistogram()
+                             .Name("continuum_db_commit_seconds")
+                             .Help("Time a COMMIT of writes took (waiting for durability), by durability.")
+                             .Register(registry);
+  auto& committed = prometheus::BuildCounter()
+                        .Name("continuum_db_transactions_committed_total")
+                        .Help("Write transactions committed (SQLite commits several at once), by durability.")
+                        .Register(registry);
+  const prometheus::Histogram::BucketBoundaries buckets{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                       0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5};
+  // Indexed by `synced`.
+  prometheus::Histogram* seconds[2] = {&commit_seconds.Add({{"durability", "unsynced"}}, buckets),
+                                       &commit_seconds.Add({{"durability", "synced"}}, buckets)};
+  prometheus::Counter* transactions[2] = {&committed.Add({{"durability", "unsynced"}}),
+                                          &committed.Add({{"durability", "synced"}})};
+  return [seconds, transactions](absl::Duration took, bool synced, int n) {
+    seconds[synced]->Observe(absl::ToDoubleSeconds(took));
+    transactions[synced]->Increment(n);
+  };
+}
+
+// Backlogs, for operators, sampled by the housekeeping thread: blocking work waiting for an
+// executor thread (a full queue answers RESOURCE_EXHAUSTED), and events committed but not yet
+// published to Redis (grows while Redis is down; one indexed read every 5 s).
+void AddBacklogMetrics(Runtime& rt) {
+  auto& queued = prometheus::BuildGauge()
+                     .Name("continuum_executor_queued_tasks")
+                     .Help("Tasks waiting for an executor thread (blocking work of calls: SQL, Redis).")
+                     .Register(rt.host->metrics())
+                     .Add({});
+  auto& unsent = prometheus::BuildGauge()
+                     .Name("continuum_outbox_unsent_events")
+                     .Help("Events committed to the outbox and not yet published to Redis (all replicas).")
+                     .Register(rt.host->metrics())
+                     .Add({});
+  rt.periodic.push_back({"executor metrics", absl::Seconds(1), [&rt, &queued] {
+    queued.Set(static_cast<double>(rt.host->executor().queued()));
+    return absl::OkStatus();
+  }});
+  rt.periodic.push_back({"outbox metrics", absl::Seconds(5), [&rt, &unsent] {
+    ASSIGN_OR_RETURN(int64_t n, rt.relay->Pending());
+    unsent.Set(static_cast<double>(n));
+    return absl::OkStatus();
+  }});
+}
+
+}  // namespace
+
 int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
   BlockTerminationSignals();  // before any thread starts, so all inherit the mask
   // Debian's Abseil checks every Mutex acquisition for lock-order cycles (3-4% of a small
@@ -120,29 +175,9 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
   };
 
   rt.host = std::make_unique<ServiceHost>(def.binary, rt.config.server);
-  // How long commits wait to be durable, for operators: a slow disk (an fsync that stalls for
-  // 100 ms holds every write queued behind it) or a slow PostgreSQL shows here before anywhere
-  // else. The transactions counter over the histogram's count is SQLite's group size.
-  auto& commit_seconds = prometheus::BuildHistogram()
-                             .Name("continuum_db_commit_seconds")
-                             .Help("Time a COMMIT of writes took (waiting for durability), by durability.")
-                             .Register(rt.host->metrics());
-  auto& committed = prometheus::BuildCounter()
-                        .Name("continuum_db_transactions_committed_total")
-                        .Help("Write transactions committed (SQLite commits several at once), by durability.")
-                        .Register(rt.host->metrics());
-  const prometheus::Histogram::BucketBoundaries commit_buckets{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                              0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5};
-  prometheus::Histogram* commit_hist[2] = {&commit_seconds.Add({{"durability", "unsynced"}}, commit_buckets),
-                                           &commit_seconds.Add({{"durability", "synced"}}, commit_buckets)};
-  prometheus::Counter* committed_count[2] = {&committed.Add({{"durability", "unsynced"}}),
-                                             &committed.Add({{"durability", "synced"}})};
   auto db = db::Open({.url = rt.config.database_url,
                       .pool_size = rt.config.database_pool,
-                      .on_commit = [commit_hist, committed_count](absl::Duration took, bool synced, int transactions) {
-                        commit_hist[synced]->Observe(absl::ToDoubleSeconds(took));
-                        committed_count[synced]->Increment(transactions);
-                      }});
+                      .on_commit = CommitMetrics(rt.host->metrics())});
   if (!db.ok()) return fail(db.status());
   rt.db = std::move(*db);
   if (auto s = db::ApplyMigrations(*rt.db, "outbox", outbox::Migrations()); !s.ok()) return fail(s);
@@ -185,28 +220,7 @@ int RunServiceMain(int argc, char** argv, const ServiceDefinition& def) {
       return absl::OkStatus();
     }});
   }
-  // Backlogs, for operators: blocking work waiting for an executor thread (a full queue answers
-  // RESOURCE_EXHAUSTED), and events committed but not yet published to Redis (grows while Redis
-  // is down; counted with one indexed read every 5 s).
-  auto& queued = prometheus::BuildGauge()
-                     .Name("continuum_executor_queued_tasks")
-                     .Help("Tasks waiting for an executor thread (blocking work of calls: SQL, Redis).")
-                     .Register(rt.host->metrics())
-                     .Add({});
-  auto& unsent = prometheus::BuildGauge()
-                     .Name("continuum_outbox_unsent_events")
-                     .Help("Events committed to the outbox and not yet published to Redis (all replicas).")
-                     .Register(rt.host->metrics())
-                     .Add({});
-  rt.periodic.push_back({"executor metrics", absl::Seconds(1), [&rt, &queued] {
-    queued.Set(static_cast<double>(rt.host->executor().queued()));
-    return absl::OkStatus();
-  }});
-  rt.periodic.push_back({"outbox metrics", absl::Seconds(5), [&rt, &unsent] {
-    ASSIGN_OR_RETURN(int64_t n, rt.relay->Pending());
-    unsent.Set(static_cast<double>(n));
-    return absl::OkStatus();
-  }});
+  AddBacklogMetrics(rt);
   for (auto& [service, health_name] : *services) rt.host->AddService(service.get(), health_name);
   if (auto s = rt.host->Start(); !s.ok()) {
     for (auto& fn : rt.after_stop) fn();  // stop what build() started, while the database is open
