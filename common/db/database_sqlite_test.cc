@@ -4,9 +4,11 @@
 namespace continuum::db {
 namespace {
 
+// One directory for the whole binary, removed when the binary exits (every test has closed
+// its databases by then).
 testing::TempDir& Dir() {
-  static auto* dir = new testing::TempDir();
-  return *dir;
+  static testing::TempDir dir;
+  return dir;
 }
 
 INSTANTIATE_TEST_SUITE_P(
