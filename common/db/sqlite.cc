@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/db/backends.h"
 #include "common/db/pool.h"
+#include "common/server/executor.h"
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 
@@ -239,7 +240,12 @@ class SqliteDatabase final : public Database {
     group_queue_.push_back(&me);
     auto can_lead_or_done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(group_mu_) { return me.done || !group_leader_; };
     while (true) {
-      group_mu_.Await(absl::Condition(&can_lead_or_done));
+      if (!can_lead_or_done()) {
+        // Waiting for another writer's group: on an executor thread, the slot goes to the
+        // next queued call meanwhile (which may well join the next group).
+        WaitingForOthers waiting;
+        group_mu_.Await(absl::Condition(&can_lead_or_done));
+      }
       if (me.done) return me.result;
       // Lead: take the oldest waiters (FIFO, so my turn comes even if this batch is full).
       group_leader_ = true;
