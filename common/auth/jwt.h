@@ -3,12 +3,15 @@
 // key for production. `alg=none` is never accepted, whatever the allow-list says.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/auth/principal.h"
+
+struct evp_pkey_st;  // OpenSSL's EVP_PKEY
 
 namespace continuum::auth {
 
@@ -36,6 +39,9 @@ class JwtVerifier {
  private:
   explicit JwtVerifier(JwtOptions options) : options_(std::move(options)) {}
   JwtOptions options_;
+  // public_key_pem and verify_only_public_key_pem, parsed once (empty: none). An EVP_PKEY is
+  // only read when verifying, so verifications on several threads share it.
+  std::vector<std::shared_ptr<evp_pkey_st>> public_keys_;
 };
 
 struct TokenClaims {
