@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
 #include <thread>
 #include <vector>
 
@@ -73,10 +74,36 @@ class Runner {
   }
 
   void Launch(int conn, int64_t intended, int64_t seq = -1) {
+    outstanding_.fetch_add(1);  // counted from here, so a closed loop's chain never reads zero
+    // A workload may end a call inside Start (e.g. a refusal when every stream has failed),
+    // and the closed loop then starts the next one from that callback. Started there, nested,
+    // a run of such failures recursed until the stack overflowed; instead the outermost
+    // Launch on this thread starts them one after another once Start has returned.
+    struct Deferred {
+      Runner* runner;
+      int conn;
+      int64_t intended, seq;
+    };
+    thread_local std::deque<Deferred>* deferred = nullptr;
+    if (deferred) {
+      deferred->push_back({this, conn, intended, seq});
+      return;
+    }
+    std::deque<Deferred> mine{{this, conn, intended, seq}};
+    deferred = &mine;
+    while (!mine.empty()) {
+      Deferred d = mine.front();
+      mine.pop_front();
+      d.runner->Begin(d.conn, d.intended, d.seq);
+    }
+    deferred = nullptr;
+  }
+
+  // One call, already counted in `outstanding_`.
+  void Begin(int conn, int64_t intended, int64_t seq) {
     if (seq < 0) seq = next_seq_.fetch_add(1);
     const bool counted = intended >= window_start_ && intended < window_end_;
     if (counted) started_.fetch_add(1);
-    outstanding_.fetch_add(1);
     workload_.Start(conn, seq, intended, [this, conn, intended, counted](const grpc::Status& status) {
       const int64_t now = NowNs();
       if (status.ok()) {
@@ -90,8 +117,10 @@ class Runner {
         errors_[status.error_code()]++;
       }
       // Closed loop: the next call on this connection starts as this one ends. Decrementing
-      // afterwards keeps `outstanding_` above zero while the chain continues.
-      if (options_.mode == Mode::kClosed && !stop_.load()) Launch(conn, now);
+      // afterwards keeps `outstanding_` above zero while the chain continues. The window's
+      // end is checked too: calls that fail at once on the thread that started the run would
+      // otherwise go on without that thread ever getting to set `stop_`.
+      if (options_.mode == Mode::kClosed && !stop_.load() && now < window_end_) Launch(conn, now);
       outstanding_.fetch_sub(1);
     });
   }
