@@ -23,8 +23,8 @@ TEST(BoundedExecutorTest, RunsEverySubmittedTask) {
 }
 
 TEST(BoundedExecutorTest, RefusesWorkBeyondQueueCapacity) {
+  absl::Notification release, started;  // outlive the executor
   BoundedExecutor ex(1, 2);
-  absl::Notification release, started;
   ASSERT_TRUE(ex.Submit([&] {
     started.Notify();
     release.WaitForNotification();
@@ -45,8 +45,8 @@ TEST(BoundedExecutorTest, RefusesWorkAfterShutdown) {
 TEST(BoundedExecutorTest, ATaskWaitingForOthersLendsItsSlot) {
   // One slot: the first task waits (as a group commit's follower does) for work the second
   // task does. Only if the waiting task gives its slot up can the second one run at all.
+  absl::Notification second_ran, first_done;  // outlive the executor (its tasks use them)
   BoundedExecutor ex(1, 10, /*spare_threads=*/1);
-  absl::Notification second_ran, first_done;
   ASSERT_TRUE(ex.Submit([&] {
     WaitingForOthers waiting;
     EXPECT_TRUE(second_ran.WaitForNotificationWithTimeout(absl::Seconds(30)))
@@ -59,9 +59,9 @@ TEST(BoundedExecutorTest, ATaskWaitingForOthersLendsItsSlot) {
 
 TEST(BoundedExecutorTest, SpareThreadsDoNotRaiseTheNumberOfRunningTasks) {
   // Two slots and six spare threads: while two tasks run, the third waits in the queue.
-  BoundedExecutor ex(2, 10, /*spare_threads=*/6);
   std::atomic<int> started{0};
-  absl::Notification two_started, third_started, release;
+  absl::Notification two_started, third_started, release;  // outlive the executor
+  BoundedExecutor ex(2, 10, /*spare_threads=*/6);
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(ex.Submit([&] {
       int n = ++started;
