@@ -352,32 +352,44 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
           written_data = nullptr;
           enqueued = false;
           stale = false;
-          ASSIGN_OR_RETURN(std::optional<int64_t> version, store::LatestVersion(tx, ids[0], ids[1]));
-          if (!version) return NotFound(name);
-          if (!etag.empty() && etag != EtagOfVersion(*version)) {
-            return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH",
-                             absl::StrCat(name, " has changed (now ", EtagOfVersion(*version),
-                                          "); read it again and retry"));
-          }
           const Next* next = nullptr;
           absl::StatusOr<Next> rebuilt;
-          if (*version == base_version) {
-            RETURN_IF_ERROR(prepared.status());
-            next = &*prepared;
-          } else if (unchecked) {
-            stale = true;
-            // Rolled back and not remembered; not ABORTED, which the database layer would retry.
-            return absl::CancelledError("cached record is stale");
-          } else {  // written meanwhile: apply to the latest instead
-            ASSIGN_OR_RETURN(auto latest, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/false));
-            if (!latest) return NotFound(name);
-            rebuilt = build(*latest);
-            RETURN_IF_ERROR(rebuilt.status());
-            next = &*rebuilt;
+          // The usual case first: the version this write was built from is still the latest.
+          // The head's guarded move proves it, with no read before it (one statement, and on
+          // PostgreSQL one round trip, fewer per write). Otherwise nothing was written, and
+          // the latest version decides, as below.
+          if (prepared.ok() && (etag.empty() || etag == EtagOfVersion(base_version))) {
+            ASSIGN_OR_RETURN(bool appended,
+                             store::AppendVersionIfLatest(tx, ids[0], ids[1], *prepared->record, p.subject, action,
+                                                          prepared->reason, &prepared->stored));
+            if (appended) next = &*prepared;
+          }
+          if (!next) {
+            ASSIGN_OR_RETURN(std::optional<int64_t> version, store::LatestVersion(tx, ids[0], ids[1]));
+            if (!version) return NotFound(name);
+            if (!etag.empty() && etag != EtagOfVersion(*version)) {
+              return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH",
+                               absl::StrCat(name, " has changed (now ", EtagOfVersion(*version),
+                                            "); read it again and retry"));
+            }
+            if (*version == base_version) {
+              RETURN_IF_ERROR(prepared.status());  // refused by the rules (or the head moved back: never)
+              next = &*prepared;
+            } else if (unchecked) {
+              stale = true;
+              // Rolled back and not remembered; not ABORTED, which the database layer would retry.
+              return absl::CancelledError("cached record is stale");
+            } else {  // written meanwhile: apply to the latest instead
+              ASSIGN_OR_RETURN(auto latest, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/false));
+              if (!latest) return NotFound(name);
+              rebuilt = build(*latest);
+              RETURN_IF_ERROR(rebuilt.status());
+              next = &*rebuilt;
+            }
+            RETURN_IF_ERROR(store::AppendVersion(tx, ids[0], ids[1], *next->record, p.subject, action, next->reason,
+                                                 &next->stored));
           }
           const v1::SessionRecord& record = *next->record;
-          RETURN_IF_ERROR(
-              store::AppendVersion(tx, ids[0], ids[1], record, p.subject, action, next->reason, &next->stored));
           RETURN_IF_ERROR(AppendAudit(tx, ids[0],
                                       AuditOf(p, record.client(), name, action, FromProto(record.update_time()),
                                               absl::OkStatus(), request_id, next->reason)));

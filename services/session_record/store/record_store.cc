@@ -202,21 +202,31 @@ absl::StatusOr<std::optional<v1::SessionRecord>> GetRecord(db::Tx& tx, const std
   return record;
 }
 
+namespace {
+
+constexpr char kVersionInsert[] =
+    "INSERT INTO record_versions (clinic_id, record_id, version, author, action, reason, state, create_time, data)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+db::Params VersionParams(const std::string& clinic_id, const std::string& record_id, const v1::SessionRecord& r,
+                         const std::string& author, const std::string& action, const std::string& reason,
+                         const std::string* stored) {
+  return {clinic_id, record_id, r.version(), author, action, reason, int64_t{r.state()},
+          absl::ToUnixMicros(FromProto(r.update_time())), db::Blob{stored ? *stored : r.SerializeAsString()}};
+}
+
+}  // namespace
+
 absl::Status AppendVersion(db::Tx& tx, const std::string& clinic_id, const std::string& record_id,
                            const v1::SessionRecord& r, const std::string& author, const std::string& action,
                            const std::string& reason, const std::string* stored) {
   int64_t now = absl::ToUnixMicros(FromProto(r.update_time()));
-  const char* kInsert =
-      "INSERT INTO record_versions (clinic_id, record_id, version, author, action, reason, state, create_time, data)"
-      " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-  db::Params version = {clinic_id, record_id, r.version(), author, action, reason, int64_t{r.state()}, now,
-                        db::Blob{stored ? *stored : r.SerializeAsString()}};
   auto conflict = [] {
     return MakeError(absl::StatusCode::kAborted, "TRANSACTION_CONFLICT",
                      "the record was changed concurrently; read it again and retry");
   };
   if (r.version() == 1) {
-    auto inserted = tx.Exec(kInsert, version);
+    auto inserted = tx.Exec(kVersionInsert, VersionParams(clinic_id, record_id, r, author, action, reason, stored));
     if (inserted.status().code() == absl::StatusCode::kAlreadyExists) return conflict();
     RETURN_IF_ERROR(inserted.status());
     return tx
@@ -225,6 +235,15 @@ absl::Status AppendVersion(db::Tx& tx, const std::string& clinic_id, const std::
               {clinic_id, record_id, r.client().substr(r.client().rfind('/') + 1), int64_t{r.state()}, now})
         .status();
   }
+  ASSIGN_OR_RETURN(bool appended, AppendVersionIfLatest(tx, clinic_id, record_id, r, author, action, reason, stored));
+  return appended ? absl::OkStatus() : conflict();
+}
+
+absl::StatusOr<bool> AppendVersionIfLatest(db::Tx& tx, const std::string& clinic_id, const std::string& record_id,
+                                           const v1::SessionRecord& r, const std::string& author,
+                                           const std::string& action, const std::string& reason,
+                                           const std::string* stored) {
+  if (r.version() < 2) return absl::InvalidArgumentError("AppendVersionIfLatest: the first version has no head to move");
   // The head moves first, guarded by the version it moves from: a concurrent writer of the same
   // version finds it moved (or waits for its row lock, then finds it moved) and starts over.
   // Holding the head, this write alone can add the version, so its insert cannot conflict and
@@ -232,8 +251,9 @@ absl::Status AppendVersion(db::Tx& tx, const std::string& clinic_id, const std::
   ASSIGN_OR_RETURN(int64_t moved, tx.Exec("UPDATE session_records SET latest_version = $1, state = $2"
                                           " WHERE clinic_id = $3 AND record_id = $4 AND latest_version = $5",
                                           {r.version(), int64_t{r.state()}, clinic_id, record_id, r.version() - 1}));
-  if (moved != 1) return conflict();
-  return tx.ExecDeferred(kInsert, version);
+  if (moved != 1) return false;
+  RETURN_IF_ERROR(tx.ExecDeferred(kVersionInsert, VersionParams(clinic_id, record_id, r, author, action, reason, stored)));
+  return true;
 }
 
 absl::StatusOr<std::vector<v1::SessionRecordVersion>> ListVersions(db::Tx& tx, const std::string& clinic_id,
