@@ -122,7 +122,18 @@ absl::Status ChainAllPendingAudit(db::Database& db, const std::string& clinic_id
 absl::StatusOr<int> AuditChainer::ChainOnce() {
   std::vector<std::string> clinics;
   RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(db::Rows rows, tx.Query("SELECT DISTINCT clinic_id FROM audit_pending"));
+    // The clinics with pending entries, one index probe per clinic (audit_pending_by_clinic)
+    // rather than DISTINCT over the whole table: on PostgreSQL that was a scan of the heap,
+    // dead rows of the chainer's deletes included, every poll (3.3 ms a call under record
+    // writes, pg_stat_statements), growing with the table between vacuums.
+    ASSIGN_OR_RETURN(db::Rows rows,
+                     // (A SELECT around the WITH: read-only work on PostgreSQL lets only SELECT run.)
+                     tx.Query("SELECT clinic_id FROM (WITH RECURSIVE c(clinic_id) AS ("
+                              " SELECT (SELECT MIN(clinic_id) FROM audit_pending)"
+                              " UNION ALL"
+                              " SELECT (SELECT MIN(p.clinic_id) FROM audit_pending p WHERE p.clinic_id > c.clinic_id)"
+                              " FROM c WHERE c.clinic_id IS NOT NULL)"
+                              " SELECT clinic_id FROM c) AS pending WHERE clinic_id IS NOT NULL"));
     clinics.clear();
     for (const auto& r : rows) clinics.push_back(r.Text(0));
     return absl::OkStatus();

@@ -524,6 +524,53 @@ TEST_F(RecordKeeperTest, PendingAuditEntriesLeftByAStoppedReplicaAreChainedOnceB
   EXPECT_EQ(listed->audit_entries(0).hash(), AuditHash(listed->audit_entries(0)));
 }
 
+// The chainer finds every clinic with pending entries (it probes the index clinic by clinic),
+// and chains each clinic's entries into that clinic's own chain.
+TEST_F(RecordKeeperTest, ChainerChainsThePendingEntriesOfEveryClinic) {
+  testing::TempDir dir;
+  for (const std::string backend : {"sqlite", "postgres"}) {
+    SCOPED_TRACE(backend);
+    absl::StatusOr<std::string> url = DatabaseUrl(backend, dir, "clinics.db");
+    ASSERT_TRUE(url.ok()) << url.status();
+    auto opened = db::Open({.url = *url});
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    db::Database& db = **opened;
+    ASSERT_TRUE(db::ApplyMigrations(db, "session_record", session_record::Migrations()).ok());
+    const std::vector<std::string> clinics = {"c01", "c02", "c10", "z9"};
+    ASSERT_TRUE(db.InTransaction([&](db::Tx& tx) -> absl::Status {
+                    for (int round = 0; round < 2; ++round) {
+                      for (const auto& clinic : clinics) {
+                        v1::AuditEntry e;
+                        e.set_actor("people/ther");
+                        e.set_action(absl::StrCat("Round", round));
+                        *e.mutable_occur_time() = ToProto(absl::FromUnixSeconds(1000 + round));
+                        RETURN_IF_ERROR(AppendAudit(tx, clinic, e));
+                      }
+                    }
+                    return absl::OkStatus();
+                  }).ok());
+    AuditChainer chainer(db, absl::Hours(1));
+    auto chained = chainer.ChainOnce();
+    ASSERT_TRUE(chained.ok()) << chained.status();
+    EXPECT_EQ(*chained, 8);
+    for (const auto& clinic : clinics) {
+      auto verified = db.InTransaction([&](db::Tx& tx) -> absl::Status {
+        ASSIGN_OR_RETURN(auto listed, ListAudit(tx, clinic, AuditFilter{.limit = 10}));
+        EXPECT_EQ(listed.size(), 2u) << clinic;
+        for (size_t i = 0; i < listed.size(); ++i) {
+          EXPECT_EQ(listed[i].sequence(), static_cast<int64_t>(i + 1)) << clinic;
+          EXPECT_EQ(listed[i].action(), absl::StrCat("Round", i)) << clinic;
+        }
+        return absl::OkStatus();
+      }, db::TxMode::kReadOnly);
+      EXPECT_TRUE(verified.ok()) << verified;
+    }
+    auto again = chainer.ChainOnce();
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(*again, 0) << "nothing left pending";
+  }
+}
+
 TEST_F(RecordKeeperTest, AuditHashFollowsTheDocumentedEncoding) {
   v1::AuditEntry e;
   e.set_prev_hash(std::string(64, '0'));
