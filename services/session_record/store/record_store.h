@@ -89,8 +89,9 @@ absl::Status AppendVersion(db::Tx& tx, const std::string& clinic_id, const std::
 // was (and the version is added), false when it was not or the record does not exist (and
 // nothing is written). The head's guarded move is the check, so no read comes first.
 absl::StatusOr<bool> AppendVersionIfLatest(db::Tx& tx, const std::string& clinic_id, const std::string& record_id,
-                           const v1::SessionRecord& record, const std::string& author, const std::string& action,
-                           const std::string& reason, const std::string* stored = nullptr);
+                                           const v1::SessionRecord& record, const std::string& author,
+                                           const std::string& action, const std::string& reason,
+                                           const std::string* stored = nullptr);
 // The latest version number, or nullopt when there is no such record.
 absl::StatusOr<std::optional<int64_t>> LatestVersion(db::Tx& tx, const std::string& clinic_id,
                                                      const std::string& record_id);
