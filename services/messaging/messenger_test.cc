@@ -529,7 +529,40 @@ TEST_F(MessengerTest, BatchedHeartbeatsAnswerEachBeatInOrderAndFailAlone) {
   std::vector<std::string> names;
   for (const auto& e : devices->elements) names.push_back(e.str);
   std::sort(names.begin(), names.end());
-  EXPECT_EQ(names, (std::vector<std::string>{"laptop", "tablet"})) << "the expired phone is dropped";
+  EXPECT_EQ(names, (std::vector<std::string>{"", "laptop", "tablet"}))
+      << "the expired phone is dropped (the field \"\" is the state)";
+}
+
+// Earlier versions kept the effective state in a key of its own ("continuum:presence:state:
+// {person}"); the devices hash now holds it. A person last written by such a version keeps the
+// time of their last change and is not reported as changed (a replica being replaced by a newer
+// one must not announce everyone as having come online).
+TEST_F(MessengerTest, HeartbeatReadsTheStateKeptByEarlierVersions) {
+  using Beat = PresenceStore::Beat;
+  const std::vector<std::string> c01 = {"c01"};
+  const absl::Time since = absl::FromUnixMillis(absl::ToUnixMillis(clock_.Now()));
+  ASSERT_TRUE(redis_->Command({"SET", "continuum:presence:state:old",
+                               absl::StrCat(static_cast<int>(cv1::PRESENCE_STATUS_ONLINE), ":",
+                                            absl::ToUnixMillis(since), ":", absl::ToUnixMillis(since))}).ok());
+  clock_.Advance(absl::Seconds(20));
+  auto beats = presence_->HeartbeatMany({Beat{"old", c01, "phone", cv1::PRESENCE_STATUS_ONLINE, absl::Seconds(30)}});
+  ASSERT_EQ(beats.size(), 1u);
+  ASSERT_TRUE(beats[0].ok()) << beats[0].status();
+  EXPECT_EQ(beats[0]->previous, cv1::PRESENCE_STATUS_ONLINE);
+  EXPECT_FALSE(beats[0]->changed());
+  EXPECT_EQ(FromProto(beats[0]->presence.change_time()), since);
+  // A change is written to the hash, and the hash wins over the old key from then on.
+  clock_.Advance(absl::Seconds(1));
+  beats = presence_->HeartbeatMany({Beat{"old", c01, "phone", cv1::PRESENCE_STATUS_AWAY, absl::Seconds(30)}});
+  ASSERT_TRUE(beats[0].ok()) << beats[0].status();
+  EXPECT_EQ(beats[0]->previous, cv1::PRESENCE_STATUS_ONLINE);
+  EXPECT_EQ(beats[0]->presence.status(), cv1::PRESENCE_STATUS_AWAY);
+  const absl::Time changed = absl::FromUnixMillis(absl::ToUnixMillis(clock_.Now()));
+  clock_.Advance(absl::Seconds(1));
+  beats = presence_->HeartbeatMany({Beat{"old", c01, "phone", cv1::PRESENCE_STATUS_AWAY, absl::Seconds(30)}});
+  ASSERT_TRUE(beats[0].ok()) << beats[0].status();
+  EXPECT_EQ(beats[0]->previous, cv1::PRESENCE_STATUS_AWAY) << "read from the hash, not the old key";
+  EXPECT_EQ(FromProto(beats[0]->presence.change_time()), changed);
 }
 
 // Processed event ids are kept for the retention period, then forgotten; newer ones stay.

@@ -14,6 +14,9 @@ std::string DevicesKey(const std::string& p) { return "continuum:presence:device
 std::string StateKey(const std::string& p) { return "continuum:presence:state:" + p; }
 std::string ClinicKey(const std::string& c) { return "continuum:presence:clinic:" + c; }
 constexpr char kClinicsKey[] = "continuum:presence:clinics";
+// The devices hash's field that holds the person's effective state ("status:change_ms:seen_ms").
+// Device ids are 1-64 characters, so no device is named "".
+constexpr char kStateField[] = "";
 
 // Ranks in the script, strongest first (see PresenceStatus):
 // IN_SESSION > DO_NOT_DISTURB > ONLINE > AWAY > OFFLINE.
@@ -35,10 +38,13 @@ namespace {
 // server. Six sequential commands per heartbeat used to cost six round trips and capped
 // heartbeats at ~4k/s (docs/perf). A pipeline of one script call per heartbeat (plus a SCRIPT
 // LOAD per batch) then cost Redis 13-16 us of CPU per heartbeat; one call per batch saves the
-// per-command parsing and reply work, 10-11 us per heartbeat after. The script's own work per
-// person (about 11 us in INFO commandstats, 3 of it the ZADD) is what remains. A batch of 256
-// holds Redis for about 3 ms (256 x 11 us).
-//   KEYS: the clinics set, then per person: devices hash, state string, one presence zset per clinic
+// per-command parsing and reply work. What remains is the script's work per person, mostly its
+// redis.call()s (each converts its arguments and its reply between Lua and Redis): a heartbeat
+// makes three, HGETALL, HSET and ZADD. The effective state is a field of the devices hash
+// (kStateField) rather than a key of its own, read by the HGETALL and written by the HSET, which
+// saved a GET and, on a change, a SET. A batch of 256 holds Redis for about 3 ms.
+//   KEYS: the clinics set, then per person: devices hash, the state key of earlier versions,
+//         one presence zset per clinic
 //   ARGV: now_ms, then per person: number of clinics, device ("" = recompute only), device
 //         value, person, the clinic ids
 // Returns, per person, {best status, change_ms, last_seen_ms, previous status or -1}, or
@@ -48,35 +54,40 @@ const std::string& PresenceScript() {
 local now = tonumber(ARGV[1])
 local rank = {)lua", "[", cv1::PRESENCE_STATUS_IN_SESSION, "]=4,[", cv1::PRESENCE_STATUS_DO_NOT_DISTURB, "]=3,[",
       cv1::PRESENCE_STATUS_ONLINE, "]=2,[", cv1::PRESENCE_STATUS_AWAY, "]=1}\nlocal offline = ",
-      cv1::PRESENCE_STATUS_OFFLINE, R"lua(
+      cv1::PRESENCE_STATUS_OFFLINE, "\nlocal state_field = '", kStateField, R"lua('
 local out = {}
--- One person: records the device (unless none) and recomputes; returns the four numbers.
-local function apply(devices, state, person, device, value, clinic_keys, clinic_ids)
-  if device ~= '' then
-    redis.call('HSET', devices, device, value)
-    for i = 1, #clinic_keys do
-      -- The clinics set only grows, so a person already in the clinic's zset needs no SADD.
-      if redis.call('ZADD', clinic_keys[i], now, person) == 1 then
-        redis.call('SADD', KEYS[1], clinic_ids[i])
-      end
-    end
-  end
+-- One person: recomputes the status from the stored devices with the beat's device value in
+-- place of its stored one, then writes what changed; returns the four numbers. The clinic
+-- keys and ids are KEYS[kc + i] and ARGV[ac + i], i = 1..n.
+local function apply(devices, legacy_state, person, device, value, kc, ac, n)
   local best, best_rank, seen = offline, 0, 0
+  local old, gone = nil, nil
+  local function take(field, v)
+    local st, exp, last = string.match(v, '^(%-?%d+):(%-?%d+):(%-?%d+)$')
+    if not st then return true end
+    st, exp, last = tonumber(st), tonumber(exp), tonumber(last)
+    if last > seen then seen = last end
+    if exp <= now then
+      gone = gone or {}
+      gone[#gone + 1] = field
+      return false
+    end
+    if (rank[st] or 0) > best_rank then best, best_rank = st, rank[st] end
+    return true
+  end
   local all = redis.call('HGETALL', devices)
   for i = 1, #all, 2 do
-    local st, exp, last = string.match(all[i + 1], '^(%-?%d+):(%-?%d+):(%-?%d+)$')
-    if st then
-      st, exp, last = tonumber(st), tonumber(exp), tonumber(last)
-      if last > seen then seen = last end
-      if exp <= now then
-        redis.call('HDEL', devices, all[i])
-      elseif (rank[st] or 0) > best_rank then
-        best, best_rank = st, rank[st]
-      end
+    local field = all[i]
+    if field == state_field then
+      old = all[i + 1]
+    elseif field ~= device then
+      take(field, all[i + 1])
     end
   end
+  local store = device ~= '' and take(device, value)
+  -- A person last written by a version that kept the state in a key of its own.
+  if not old then old = redis.call('GET', legacy_state) end
   local change, prev = now, -1
-  local old = redis.call('GET', state)
   if old then
     local ps, pc = string.match(old, '^(%-?%d+):(%-?%d+):')
     if ps then
@@ -84,22 +95,36 @@ local function apply(devices, state, person, device, value, clinic_keys, clinic_
       if prev == best then change = tonumber(pc) end
     end
   end
-  -- Written only when the status changes (almost no heartbeat changes it): the state keeps
-  -- the status and since when; its last-seen part is informational, last seen is always
+  -- The state is written only when the status changes (almost no heartbeat changes it): it
+  -- keeps the status and since when; its last-seen part is informational, last seen is always
   -- computed from the devices above.
-  if prev ~= best then redis.call('SET', state, string.format('%d:%d:%d', best, change, seen)) end
+  if prev ~= best then
+    local state = string.format('%d:%d:%d', best, change, seen)
+    if store then
+      redis.call('HSET', devices, device, value, state_field, state)
+    else
+      redis.call('HSET', devices, state_field, state)
+    end
+  elseif store then
+    redis.call('HSET', devices, device, value)
+  end
+  if gone then redis.call('HDEL', devices, unpack(gone)) end
+  if device ~= '' then
+    for i = 1, n do
+      -- The clinics set only grows, so a person already in the clinic's zset needs no SADD.
+      if redis.call('ZADD', KEYS[kc + i], now, person) == 1 then
+        redis.call('SADD', KEYS[1], ARGV[ac + i])
+      end
+    end
+  end
   return best, change, seen, prev
 end
 local k, a = 2, 2
 while a <= #ARGV do
   local n = tonumber(ARGV[a])
-  local clinic_keys, clinic_ids = {}, {}
-  for i = 1, n do
-    clinic_keys[i], clinic_ids[i] = KEYS[k + 1 + i], ARGV[a + 3 + i]
-  end
   -- A person whose keys are broken (e.g. of the wrong type) fails alone: {-2, 0, 0, message}.
   local ok, best, change, seen, prev = pcall(apply, KEYS[k], KEYS[k + 1], ARGV[a + 3], ARGV[a + 1], ARGV[a + 2],
-                                             clinic_keys, clinic_ids)
+                                             k + 1, a + 3, n)
   if ok then
     out[#out + 1] = best
     out[#out + 1] = change
