@@ -48,7 +48,10 @@ absl::Status Enqueue(db::Tx& tx, const std::vector<Event>& events, absl::Time no
 // The relay's statements that read the outbox (exposed so that a test can check their
 // query plans: they must read only unsent rows, whatever the number of sent ones).
 extern const char kLeaseSql[];
+extern const char kLeaseSqlPostgres[];
 extern const char kLeasableSql[];
+// Settings of the relay's write transactions on PostgreSQL (a script of SET LOCAL statements).
+extern const char kPostgresRelaySettings[];
 
 class Relay {
  public:
