@@ -45,9 +45,21 @@ absl::Status AppendAudit(db::Tx& tx, const std::string& clinic_id, v1::AuditEntr
                          {clinic_id, db::Blob{e.SerializeAsString()}});
 }
 
+// The entries are taken by primary key once their ids are known: with `id IN (subquery)`
+// PostgreSQL joined the batch to a sequential scan of audit_pending, dead rows of earlier
+// passes included (2.9 ms a pass under record writes; EXPLAIN ANALYZE, session 15), so
+// PostgreSQL gets the ids as an array (an InitPlan, run once).
+const char kTakePendingSql[] =
+    "DELETE FROM audit_pending WHERE id IN (SELECT id FROM audit_pending WHERE clinic_id = $1"
+    " ORDER BY id LIMIT $2) RETURNING id, data";
+const char kTakePendingSqlPostgres[] =
+    "DELETE FROM audit_pending WHERE id = ANY(ARRAY(SELECT id FROM audit_pending WHERE clinic_id = $1"
+    " ORDER BY id LIMIT $2)) RETURNING id, data";
+
 absl::StatusOr<int> ChainPendingAudit(db::Database& db, const std::string& clinic_id, int limit) {
   int chained = 0;
   RETURN_IF_ERROR(db.InTransaction([&](db::Tx& tx) -> absl::Status {
+    const bool pg = tx.backend() == db::Backend::kPostgres;
     chained = 0;
     // The head row first: chainers of one clinic (this replica's and others') take turns here,
     // and the pending rows are read after it, so none is claimed twice.
@@ -63,9 +75,7 @@ absl::StatusOr<int> ChainPendingAudit(db::Database& db, const std::string& clini
     }
     if (head.size() != 1) return absl::InternalError("audit head missing");
     ASSIGN_OR_RETURN(db::Rows pending,
-                     tx.Query("DELETE FROM audit_pending WHERE id IN (SELECT id FROM audit_pending WHERE clinic_id = $1"
-                              " ORDER BY id LIMIT $2) RETURNING id, data",
-                              {clinic_id, int64_t{limit}}));
+                     tx.Query(pg ? kTakePendingSqlPostgres : kTakePendingSql, {clinic_id, int64_t{limit}}));
     if (pending.empty()) return absl::OkStatus();
     // RETURNING has no order; the chain takes entries in the order they were appended.
     std::sort(pending.begin(), pending.end(), [](const db::Row& a, const db::Row& b) { return a.Int(0) < b.Int(0); });

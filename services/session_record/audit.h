@@ -29,6 +29,10 @@ absl::Status AppendAudit(db::Tx& tx, const std::string& clinic_id, v1::AuditEntr
 // audit_pending. Replicas chaining the same clinic take turns on the head row, and each entry
 // is chained exactly once. Returns how many entries were chained.
 absl::StatusOr<int> ChainPendingAudit(db::Database& db, const std::string& clinic_id, int limit);
+// The statement that takes a batch of pending entries ($1 clinic, $2 limit), per backend
+// (exposed for a query-plan test).
+extern const char kTakePendingSql[];
+extern const char kTakePendingSqlPostgres[];
 // Chains every entry of the clinic pending when it is called (a log is listed or verified
 // after this, so it shows every audited call that committed before).
 absl::Status ChainAllPendingAudit(db::Database& db, const std::string& clinic_id);

@@ -571,6 +571,42 @@ TEST_F(RecordKeeperTest, ChainerChainsThePendingEntriesOfEveryClinic) {
   }
 }
 
+// PostgreSQL: a chain pass takes its batch by primary key, never by a scan of audit_pending
+// (whose heap holds the dead rows of every entry chained since the last vacuum), and finds it
+// through the clinic's index. Here: 20,000 pending entries of other clinics, fresh statistics.
+TEST_F(RecordKeeperTest, PostgresChainPassTakesItsBatchByKey) {
+  testing::TempDir dir;
+  absl::StatusOr<std::string> url = DatabaseUrl("postgres", dir, "unused.db");
+  ASSERT_TRUE(url.ok()) << url.status();
+  auto opened = db::Open({.url = *url});
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  db::Database& db = **opened;
+  ASSERT_TRUE(db::ApplyMigrations(db, "session_record", session_record::Migrations()).ok());
+  ASSERT_TRUE(db.InTransaction([&](db::Tx& tx) {
+    return tx.ExecScript(
+        "INSERT INTO audit_pending (clinic_id, data)"
+        " SELECT CASE WHEN g <= 200 THEN 'c01' ELSE 'c' || (g % 50) END, '\\x00'::bytea"
+        " FROM generate_series(1, 20200) g;"
+        "ANALYZE audit_pending");
+  }).ok());
+  auto plan_of = [&](const char* sql) {
+    std::string plan;
+    EXPECT_TRUE(db.InTransaction([&](db::Tx& tx) -> absl::Status {
+      ASSIGN_OR_RETURN(db::Rows rows, tx.Query(std::string("EXPLAIN ") + sql, {std::string("c01"), int64_t{500}}));
+      for (const auto& r : rows) plan += r.Text(0) + "\n";
+      return absl::OkStatus();
+    }).ok());
+    return plan;
+  };
+  const std::string plan = plan_of(kTakePendingSqlPostgres);
+  EXPECT_THAT(plan, ::testing::HasSubstr("Index Scan using audit_pending_pkey")) << plan;
+  EXPECT_THAT(plan, ::testing::HasSubstr("audit_pending_by_clinic")) << plan;
+  EXPECT_THAT(plan, ::testing::Not(::testing::HasSubstr("Seq Scan"))) << plan;
+  // What the array form is for: the IN (subquery) form scans the table here.
+  const std::string in_form = plan_of(kTakePendingSql);
+  EXPECT_THAT(in_form, ::testing::HasSubstr("Seq Scan on audit_pending")) << in_form;
+}
+
 TEST_F(RecordKeeperTest, AuditHashFollowsTheDocumentedEncoding) {
   v1::AuditEntry e;
   e.set_prev_hash(std::string(64, '0'));
