@@ -42,9 +42,10 @@ absl::StatusOr<std::optional<Remembered>> Recall(db::Tx& tx, const std::string& 
 
 absl::Status Remember(db::Tx& tx, const std::string& caller, const std::string& method,
                       const std::string& request_id, const Remembered& what, absl::Time now) {
-  // Deferred (on PostgreSQL it goes out with the commit): a concurrent call that remembered the
-  // same request_id first makes the commit fail with ALREADY_EXISTS on idempotency_pk, which
-  // RunIdempotent answers from that call's result.
+  // Deferred (on PostgreSQL it goes out with the commit): an earlier call with the same
+  // request_id (this one is a retry), or a concurrent one that committed first, makes the commit
+  // fail with ALREADY_EXISTS on idempotency_pk, which RunIdempotent answers from that call's
+  // result.
   return tx.ExecDeferred("INSERT INTO idempotency (caller, method, request_id, request_hash, response, create_time)"
                          " VALUES ($1, $2, $3, $4, $5, $6)",
                          {caller, method, request_id, what.request_hash, db::Blob{what.response}, db::Micros(now)});

@@ -46,7 +46,16 @@ struct RememberAs {
 };
 
 // Runs `fn` in a read-write transaction, idempotently. `fn` must be repeatable (the
-// transaction may be retried on a conflict).
+// transaction may be retried on a conflict, and `fn` may run for a request that turns out to
+// be a retry, in a transaction that is then rolled back).
+//
+// A new request_id is the usual case, so the first attempt does not look the request up: it
+// runs `fn` and remembers its response (on PostgreSQL that insert goes out with the COMMIT, so
+// the lookup's round trip is saved: a record write is two round trips, not three). If the
+// request_id was remembered before, that insert fails on the idempotency key and nothing of
+// the attempt commits; the next attempt looks it up first and answers from it. If `fn` fails,
+// the request may still be a retry of one that succeeded (its own first run changed what `fn`
+// now sees, e.g. an etag), so the failure is returned only after a lookup finds nothing.
 template <typename Resp>
 absl::StatusOr<Resp> RunIdempotent(db::Database& db, Clock& clock, const std::string& caller,
                                    const std::string& method, const std::string& request_id,
@@ -55,31 +64,50 @@ absl::StatusOr<Resp> RunIdempotent(db::Database& db, Clock& clock, const std::st
                                    const RememberAs<Resp>* remember_as = nullptr) {
   RETURN_IF_ERROR(ValidateRequestId(request_id));
   const std::string hash = RequestHash(request);
+  // The remembered response, if any; `found` says whether there was one.
+  auto answer_remembered = [&](db::Tx& tx, Resp& response, bool& found) -> absl::Status {
+    ASSIGN_OR_RETURN(auto remembered, Recall(tx, caller, method, request_id));
+    found = remembered.has_value();
+    if (!found) return absl::OkStatus();
+    if (remembered->request_hash != hash) {
+      return MakeError(absl::StatusCode::kAlreadyExists, "REQUEST_ID_REUSED",
+                       "request_id '" + request_id + "' was already used for a different request; use a new request_id");
+    }
+    if (remember_as) {
+      ASSIGN_OR_RETURN(response, remember_as->decode(tx, remembered->response));
+    } else if (!response.ParseFromString(remembered->response)) {
+      return absl::DataLossError("stored response");
+    }
+    return absl::OkStatus();
+  };
   for (int attempt = 0;; ++attempt) {
+    const bool look_first = attempt > 0;
     Resp response;
     absl::Status s = db.InTransaction([&](db::Tx& tx) -> absl::Status {
-      ASSIGN_OR_RETURN(auto remembered, Recall(tx, caller, method, request_id));
-      if (remembered) {
-        if (remembered->request_hash != hash) {
-          return MakeError(absl::StatusCode::kAlreadyExists, "REQUEST_ID_REUSED",
-                           "request_id '" + request_id +
-                               "' was already used for a different request; use a new request_id");
-        }
-        if (remember_as) {
-          ASSIGN_OR_RETURN(response, remember_as->decode(tx, remembered->response));
-        } else if (!response.ParseFromString(remembered->response)) {
-          return absl::DataLossError("stored response");
-        }
-        return absl::OkStatus();
+      if (look_first) {
+        bool found = false;
+        RETURN_IF_ERROR(answer_remembered(tx, response, found));
+        if (found) return absl::OkStatus();
       }
       ASSIGN_OR_RETURN(response, fn(tx));
       return Remember(tx, caller, method, request_id,
                       {hash, remember_as ? remember_as->encode(response) : response.SerializeAsString()}, clock.Now());
     });
-    // A concurrent call with the same request_id committed first: answer with its result.
-    bool raced = s.code() == absl::StatusCode::kAlreadyExists && ErrorReason(s) == "ALREADY_EXISTS" &&
-                 ErrorMetadata(s)["constraint"].find("idempotency") != std::string::npos;
-    if (raced && attempt < 2) continue;
+    // The request_id was remembered already (a retry, or a concurrent call with the same
+    // request_id committed first): answer from it.
+    bool remembered = s.code() == absl::StatusCode::kAlreadyExists && ErrorReason(s) == "ALREADY_EXISTS" &&
+                      ErrorMetadata(s)["constraint"].find("idempotency") != std::string::npos;
+    if (remembered && attempt < 2) continue;
+    if (!s.ok() && !look_first && !remembered) {
+      // `fn` refused it: unless it is a retry of a request that succeeded, that is the answer.
+      bool found = false;
+      Resp earlier;
+      absl::Status looked = db.InTransaction(
+          [&](db::Tx& tx) { return answer_remembered(tx, earlier, found); }, db::TxMode::kReadOnly);
+      if (!looked.ok()) return ErrorReason(looked) == "REQUEST_ID_REUSED" ? looked : s;
+      if (found) return earlier;
+      return s;
+    }
     if (!s.ok()) return s;
     return response;
   }

@@ -1,7 +1,6 @@
 #include "common/outbox/outbox.h"
 
 #include "absl/strings/str_cat.h"
-
 #include "common/api/idempotency.h"
 #include "common/db/migrations.h"
 #include "common/db/retention.h"
