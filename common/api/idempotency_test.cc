@@ -22,15 +22,9 @@ using google::protobuf::StringValue;
 class IdempotencyTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    std::string url = "sqlite:" + dir_.File("idempotency.db");
-    if (GetParam() == "postgres") {
-      auto pg = testing::PostgresServer::Shared();
-      ASSERT_TRUE(pg.ok()) << pg.status();
-      auto u = (*pg)->CreateDatabase();
-      ASSERT_TRUE(u.ok()) << u.status();
-      url = *u;
-    }
-    auto db = db::Open({.url = url});
+    auto url = testing::DatabaseUrl(GetParam(), dir_, "idempotency.db");
+    ASSERT_TRUE(url.ok()) << url.status();
+    auto db = db::Open({.url = *url});
     ASSERT_TRUE(db.ok()) << db.status();
     db_ = std::move(*db);
     ASSERT_TRUE(db::ApplyMigrations(*db_, "idempotency", IdempotencyMigrations()).ok());

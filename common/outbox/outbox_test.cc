@@ -14,7 +14,6 @@
 namespace continuum::outbox {
 namespace {
 
-using continuum::testing::PostgresServer;
 using continuum::testing::RedisServer;
 using continuum::testing::TempDir;
 
@@ -28,15 +27,9 @@ class OutboxTest : public ::testing::TestWithParam<std::string> {
     o.port = redis_server_->port();
     o.max_backoff = absl::Milliseconds(100);
     redis_ = std::make_unique<redis::Client>(o);
-    std::string url = "sqlite:" + dir_.File("outbox.db");
-    if (GetParam() == "postgres") {
-      auto pg = PostgresServer::Shared();
-      ASSERT_TRUE(pg.ok()) << pg.status();
-      auto u = (*pg)->CreateDatabase();
-      ASSERT_TRUE(u.ok()) << u.status();
-      url = *u;
-    }
-    auto db = db::Open({.url = url});
+    auto url = testing::DatabaseUrl(GetParam(), dir_, "outbox.db");
+    ASSERT_TRUE(url.ok()) << url.status();
+    auto db = db::Open({.url = *url});
     ASSERT_TRUE(db.ok()) << db.status();
     db_ = std::move(*db);
     ASSERT_TRUE(db::ApplyMigrations(*db_, "outbox", Migrations()).ok());

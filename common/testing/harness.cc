@@ -348,6 +348,13 @@ absl::StatusOr<std::string> PostgresServer::CreateDatabase() {
   return absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/", name);
 }
 
+absl::StatusOr<std::string> DatabaseUrl(const std::string& backend, const TempDir& dir, const std::string& file) {
+  if (backend != "postgres") return "sqlite:" + dir.File(file);
+  auto pg = PostgresServer::Shared();
+  if (!pg.ok()) return pg.status();
+  return (*pg)->CreateDatabase();
+}
+
 PostgresServer::~PostgresServer() {
   if (process_) {
     process_->Signal(SIGINT);  // fast shutdown

@@ -99,6 +99,10 @@ class PostgresServer {
   int next_db_ = 0;
 };
 
+// A database URL for tests that run on both backends: "sqlite" (or any other name) gives the
+// file `file` in `dir`; "postgres" a new database on the shared test server.
+absl::StatusOr<std::string> DatabaseUrl(const std::string& backend, const TempDir& dir, const std::string& file);
+
 // A Continuum service binary started on 127.0.0.1:0 with a ready file; stopped (SIGTERM,
 // then SIGKILL) on destruction.
 class ServiceProcess {

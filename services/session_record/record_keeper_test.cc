@@ -120,15 +120,6 @@ class RecordKeeperTest : public ::testing::Test {
 
   std::string Rid() { return absl::StrCat("r", next_++); }
 
-  // A database of `backend` ("sqlite": `file` in `dir`; "postgres": a new database on the
-  // shared test server).
-  static absl::StatusOr<std::string> DatabaseUrl(const std::string& backend, testing::TempDir& dir,
-                                                 const std::string& file) {
-    if (backend != "postgres") return "sqlite:" + dir.File(file);
-    ASSIGN_OR_RETURN(auto* pg, testing::PostgresServer::Shared());
-    return pg->CreateDatabase();
-  }
-
   absl::StatusOr<v1::SessionRecord> Create(const std::string& appointment, const Principal& who) {
     v1::CreateSessionRecordRequest r;
     r.set_parent("clinics/c01");
@@ -423,7 +414,7 @@ TEST_F(RecordKeeperTest, AuditChainTakesEveryEntryOnceInOrderWhileReplicasWriteA
   testing::TempDir dir;
   for (const std::string backend : {"sqlite", "postgres"}) {
     SCOPED_TRACE(backend);
-    absl::StatusOr<std::string> url = DatabaseUrl(backend, dir, "chain.db");
+    absl::StatusOr<std::string> url = testing::DatabaseUrl(backend, dir, "chain.db");
     ASSERT_TRUE(url.ok()) << url.status();
     auto opened = db::Open({.url = *url, .pool_size = 8});
     ASSERT_TRUE(opened.ok()) << opened.status();
@@ -530,7 +521,7 @@ TEST_F(RecordKeeperTest, ChainerChainsThePendingEntriesOfEveryClinic) {
   testing::TempDir dir;
   for (const std::string backend : {"sqlite", "postgres"}) {
     SCOPED_TRACE(backend);
-    absl::StatusOr<std::string> url = DatabaseUrl(backend, dir, "clinics.db");
+    absl::StatusOr<std::string> url = testing::DatabaseUrl(backend, dir, "clinics.db");
     ASSERT_TRUE(url.ok()) << url.status();
     auto opened = db::Open({.url = *url});
     ASSERT_TRUE(opened.ok()) << opened.status();
@@ -576,7 +567,7 @@ TEST_F(RecordKeeperTest, ChainerChainsThePendingEntriesOfEveryClinic) {
 // through the clinic's index. Here: 20,000 pending entries of other clinics, fresh statistics.
 TEST_F(RecordKeeperTest, PostgresChainPassTakesItsBatchByKey) {
   testing::TempDir dir;
-  absl::StatusOr<std::string> url = DatabaseUrl("postgres", dir, "unused.db");
+  absl::StatusOr<std::string> url = testing::DatabaseUrl("postgres", dir, "unused.db");
   ASSERT_TRUE(url.ok()) << url.status();
   auto opened = db::Open({.url = *url});
   ASSERT_TRUE(opened.ok()) << opened.status();
@@ -788,7 +779,7 @@ TEST_F(RecordKeeperTest, EveryVersionReadsBackAsWrittenWhetherStoredWholeOrAsADe
   testing::TempDir dir;
   for (const std::string backend : {"sqlite", "postgres"}) {  // the rebuilding SQL on both
     SCOPED_TRACE(backend);
-    absl::StatusOr<std::string> url = DatabaseUrl(backend, dir, "deltas.db");
+    absl::StatusOr<std::string> url = testing::DatabaseUrl(backend, dir, "deltas.db");
     ASSERT_TRUE(url.ok()) << url.status();
     keeper_.reset();
     auto opened = db::Open({.url = *url});
