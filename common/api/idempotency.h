@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,30 +65,34 @@ absl::StatusOr<Resp> RunIdempotent(db::Database& db, Clock& clock, const std::st
                                    const RememberAs<Resp>* remember_as = nullptr) {
   RETURN_IF_ERROR(ValidateRequestId(request_id));
   const std::string hash = RequestHash(request);
-  // The remembered response, if any; `found` says whether there was one.
-  auto answer_remembered = [&](db::Tx& tx, Resp& response, bool& found) -> absl::Status {
+  // The response remembered for this request_id, if any (REQUEST_ID_REUSED if it was
+  // remembered for a different request).
+  auto remembered_response = [&](db::Tx& tx) -> absl::StatusOr<std::optional<Resp>> {
     ASSIGN_OR_RETURN(auto remembered, Recall(tx, caller, method, request_id));
-    found = remembered.has_value();
-    if (!found) return absl::OkStatus();
+    if (!remembered) return std::nullopt;
     if (remembered->request_hash != hash) {
       return MakeError(absl::StatusCode::kAlreadyExists, "REQUEST_ID_REUSED",
-                       "request_id '" + request_id + "' was already used for a different request; use a new request_id");
+                       "request_id '" + request_id +
+                           "' was already used for a different request; use a new request_id");
     }
+    Resp response;
     if (remember_as) {
       ASSIGN_OR_RETURN(response, remember_as->decode(tx, remembered->response));
     } else if (!response.ParseFromString(remembered->response)) {
       return absl::DataLossError("stored response");
     }
-    return absl::OkStatus();
+    return response;
   };
   for (int attempt = 0;; ++attempt) {
     const bool look_first = attempt > 0;
     Resp response;
     absl::Status s = db.InTransaction([&](db::Tx& tx) -> absl::Status {
       if (look_first) {
-        bool found = false;
-        RETURN_IF_ERROR(answer_remembered(tx, response, found));
-        if (found) return absl::OkStatus();
+        ASSIGN_OR_RETURN(std::optional<Resp> earlier, remembered_response(tx));
+        if (earlier) {
+          response = std::move(*earlier);
+          return absl::OkStatus();
+        }
       }
       ASSIGN_OR_RETURN(response, fn(tx));
       return Remember(tx, caller, method, request_id,
@@ -100,12 +105,13 @@ absl::StatusOr<Resp> RunIdempotent(db::Database& db, Clock& clock, const std::st
     if (remembered && attempt < 2) continue;
     if (!s.ok() && !look_first && !remembered) {
       // `fn` refused it: unless it is a retry of a request that succeeded, that is the answer.
-      bool found = false;
-      Resp earlier;
-      absl::Status looked = db.InTransaction(
-          [&](db::Tx& tx) { return answer_remembered(tx, earlier, found); }, db::TxMode::kReadOnly);
+      std::optional<Resp> earlier;
+      absl::Status looked = db.InTransaction([&](db::Tx& tx) -> absl::Status {
+        ASSIGN_OR_RETURN(earlier, remembered_response(tx));
+        return absl::OkStatus();
+      }, db::TxMode::kReadOnly);
       if (!looked.ok()) return ErrorReason(looked) == "REQUEST_ID_REUSED" ? looked : s;
-      if (found) return earlier;
+      if (earlier) return *std::move(earlier);
       return s;
     }
     if (!s.ok()) return s;

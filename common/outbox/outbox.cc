@@ -152,7 +152,8 @@ const char kLeasableSql[] =
 //   scan in id order marks the entries it finds dead as such in the index (LP_DEAD), so later
 //   passes skip them without reading the heap: 0.19-0.34 ms a pass, alternating with the former
 //   in the same runs (session 15, pg_stat_statements' execution times, 230-360 passes/s).
-const char kPostgresRelaySettings[] = "SET LOCAL plan_cache_mode TO force_custom_plan; SET LOCAL enable_bitmapscan TO off";
+const char kPostgresRelaySettings[] =
+    "SET LOCAL plan_cache_mode TO force_custom_plan; SET LOCAL enable_bitmapscan TO off";
 
 namespace {
 

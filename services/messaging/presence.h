@@ -1,8 +1,9 @@
 // Presence in Redis. Per person: a hash of devices ("status:expires_ms:seen_ms") that also
 // holds, under the field "", the effective state ("status:change_ms:seen_ms", written when the
-// status changes; last seen is computed from the devices); per clinic: a sorted set of people scored by
-// last-seen time, which the sweeper scans to mark people OFFLINE deterministically once every
-// device's TTL has passed (keyspace notifications are late and lossy, so they are not used).
+// status changes; last seen is computed from the devices); per clinic: a sorted set of people
+// scored by last-seen time, which the sweeper scans to mark people OFFLINE deterministically
+// once every device's TTL has passed (keyspace notifications are late and lossy, so they are
+// not used).
 #pragma once
 
 #include <string>
