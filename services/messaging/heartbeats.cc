@@ -121,6 +121,32 @@ class HeartbeatStream final : public Reactor {
 
 }  // namespace
 
+grpc::ServerUnaryReactor* AnswerHeartbeat(grpc::CallbackServerContext* context, const v1::HeartbeatRequest& request,
+                                          v1::HeartbeatResponse* response, Messenger& messenger,
+                                          const auth::Authenticator& authenticator, HeartbeatBatcher& batcher) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto principal = authenticator.Authenticate(*context);  // CPU only, as for the stream
+  if (!principal.ok()) {
+    reactor->Finish(ToGrpcStatus(principal.status()));
+    return reactor;
+  }
+  auto beat = messenger.CheckHeartbeat(*principal, request);
+  if (!beat.ok()) {
+    reactor->Finish(ToGrpcStatus(beat.status()));
+    return reactor;
+  }
+  // `response` stays valid until Finish: a unary call is not done before its reactor finishes.
+  batcher.Submit(std::move(*beat), [reactor, response](absl::StatusOr<v1::HeartbeatResponse> result) {
+    if (!result.ok()) {
+      reactor->Finish(ToGrpcStatus(result.status()));
+      return;
+    }
+    *response = std::move(*result);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
 Reactor* OpenHeartbeatStream(grpc::CallbackServerContext* context, Messenger& messenger,
                              const auth::Authenticator& authenticator, HeartbeatBatcher& batcher) {
   // Verifying a token is CPU work only (no I/O), so it is done here on the gRPC thread.

@@ -49,6 +49,14 @@ class HeartbeatBatcher {
   std::vector<std::thread> workers_;
 };
 
+// A unary Heartbeat through the same batcher: authenticates and checks the request on the
+// gRPC thread (CPU only), then the batcher applies it with whatever else is queued and
+// finishes the call from its thread. Before, each call held an executor thread for its own
+// Redis round trip and script call (docs/perf: 11k heartbeats/s against 27k on streams).
+grpc::ServerUnaryReactor* AnswerHeartbeat(grpc::CallbackServerContext* context, const v1::HeartbeatRequest& request,
+                                          v1::HeartbeatResponse* response, Messenger& messenger,
+                                          const auth::Authenticator& authenticator, HeartbeatBatcher& batcher);
+
 // The reactor of one StreamHeartbeats call: authenticates once when the stream opens, then
 // reads a heartbeat, checks it, has it applied, writes its answer, and reads the next.
 grpc::ServerBidiReactor<v1::StreamHeartbeatsRequest, v1::StreamHeartbeatsResponse>* OpenHeartbeatStream(

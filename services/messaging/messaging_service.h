@@ -44,7 +44,6 @@ class MessagingServiceImpl final : public v1::MessagingService::CallbackService 
   CONTINUUM_UNARY(ListMessages, v1::ListMessagesRequest, v1::ListMessagesResponse)
   CONTINUUM_UNARY(MarkRead, v1::MarkReadRequest, v1::ReadReceipt)
   CONTINUUM_UNARY(GetUnreadCounts, v1::GetUnreadCountsRequest, v1::UnreadCounts)
-  CONTINUUM_UNARY(Heartbeat, v1::HeartbeatRequest, v1::HeartbeatResponse)
   CONTINUUM_UNARY(GetPresence, v1::GetPresenceRequest, v1::Presence)
   CONTINUUM_UNARY(BatchGetPresence, v1::BatchGetPresenceRequest, v1::BatchGetPresenceResponse)
   CONTINUUM_UNARY(GetCareTeamPresence, v1::GetCareTeamPresenceRequest, v1::GetCareTeamPresenceResponse)
@@ -66,6 +65,12 @@ class MessagingServiceImpl final : public v1::MessagingService::CallbackService 
           InvalidField("cursor", "not a cursor this server gave out: pass a Delivery.cursor unchanged, or empty")));
     }
     return hub_.Open(*person, request->cursor());
+  }
+
+  // Heartbeats (unary and streamed) go through the batcher, not the executor: see heartbeats.h.
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context, const v1::HeartbeatRequest* request,
+                                      v1::HeartbeatResponse* response) override {
+    return AnswerHeartbeat(context, *request, response, domain_, authenticator_, heartbeats_);
   }
 
   grpc::ServerBidiReactor<v1::StreamHeartbeatsRequest, v1::StreamHeartbeatsResponse>* StreamHeartbeats(

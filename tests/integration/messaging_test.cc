@@ -2,6 +2,9 @@
 // scheduling service, a client subscribed on replica A receiving what the therapist sends
 // through replica B, a disconnect and replay from the cursor, and redis-server killed and
 // restarted mid-traffic with nothing lost.
+#include <set>
+#include <thread>
+
 #include "common/testing/platform.h"
 #include "continuum/messaging/v1/messaging_service.grpc.pb.h"
 #include "gmock/gmock.h"
@@ -158,6 +161,45 @@ TEST_F(MessagingBinaryTest, HeartbeatStreamAnswersEachBeatInOrderAndEndsOnTheFir
     EXPECT_FALSE(stream->Read(&r));
     EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
+}
+
+// Unary heartbeats are applied by the same batcher as streamed ones: callers heartbeating at
+// once share a Redis script call, and each is answered with its own presence (never another
+// caller's), while a bad request is refused alone without reaching the batch.
+TEST_F(MessagingBinaryTest, ConcurrentUnaryHeartbeatsAreEachAnsweredWithTheirOwnPresence) {
+  const std::vector<std::string> tokens = {platform_.client, platform_.therapist, platform_.clinician};
+  std::vector<std::set<std::string>> people(tokens.size());
+  std::vector<int> ok(tokens.size(), 0);
+  std::vector<std::thread> callers;
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    callers.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) {
+        mv1::HeartbeatRequest h;
+        h.set_device_id("device-" + std::to_string(i % 2));
+        h.set_status(i % 3 ? cv1::PRESENCE_STATUS_ONLINE : cv1::PRESENCE_STATUS_AWAY);
+        mv1::HeartbeatResponse hr;
+        if (CallWith(i % 2 ? a_.get() : b_.get(), &M::Heartbeat, tokens[t], h, &hr).ok()) {
+          ++ok[t];
+          people[t].insert(hr.presence().person());
+        }
+      }
+    });
+  }
+  mv1::HeartbeatRequest bad;
+  bad.set_status(cv1::PRESENCE_STATUS_ONLINE);  // no device_id
+  mv1::HeartbeatResponse unused;
+  grpc::Status refused = CallWith(a_.get(), &M::Heartbeat, platform_.client, bad, &unused);
+  for (auto& c : callers) c.join();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << refused.error_message();
+  EXPECT_EQ(ReasonOf(refused), "INVALID_FIELD");
+  std::set<std::string> all;
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    EXPECT_EQ(ok[t], 20) << "caller " << t;
+    ASSERT_EQ(people[t].size(), 1u) << "caller " << t << " was answered with someone else's presence";
+    EXPECT_THAT(*people[t].begin(), ::testing::StartsWith("people/"));
+    all.insert(*people[t].begin());
+  }
+  EXPECT_EQ(all.size(), tokens.size());
 }
 
 TEST_F(MessagingBinaryTest, RedisOutageLosesNothingAcknowledged) {

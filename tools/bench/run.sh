@@ -196,7 +196,10 @@ rates=()
 for f in 0.1 0.25 0.5 0.75; do rates+=("$(/usr/bin/python3 -c "print(int($echo_max * $f))")"); done
 jsonl "{\"scenario\":\"echo-max\",\"qps\":$echo_max,\"rates\":[$(IFS=,; echo "${rates[*]}")]}"
 say "echo max ${echo_max}/s; open-loop rates ${rates[*]}"
-for r in "${rates[@]}"; do lg --scenario=echo --target="$echo_addr" --mode=open --rate="$r"; done
+# The read points' open loops start their calls from one pacing thread on a 200 us grid: one
+# sleep per call cost the generator a third of its CPU at these rates (README "Performance").
+pace=(--pacing-tick=200us --pacing-threads=1)
+for r in "${rates[@]}"; do lg --scenario=echo --target="$echo_addr" --mode=open --rate="$r" "${pace[@]}"; done
 
 say "postgres (fsync on)"
 start_postgres
@@ -241,14 +244,14 @@ for backend in sqlite postgres; do
     ga --connections=4 --inflight=32 --duration="${rsecs}s"
     ga --connections=16 --inflight=100 --duration="${rsecs}s"
   done
-  ga --mode=open --rate="${rates[0]}"
-  ga --mode=open --rate="${rates[1]}"
+  ga --mode=open --rate="${rates[0]}" "${pace[@]}"
+  ga --mode=open --rate="${rates[1]}" "${pace[@]}"
   for _ in 1 2 3; do
     lg --scenario=echo --label="echo-$backend" --target="$echo_addr" --mode=open --rate="${rates[2]}" \
-      --duration="${rsecs}s"
-    ga --mode=open --rate="${rates[2]}" --duration="${rsecs}s"
+      --duration="${rsecs}s" "${pace[@]}"
+    ga --mode=open --rate="${rates[2]}" --duration="${rsecs}s" "${pace[@]}"
   done
-  ga --mode=open --rate="${rates[3]}"
+  ga --mode=open --rate="${rates[3]}" "${pace[@]}"
   # The same reads on a second replica (same database and Redis) with its appointment cache
   # off: every call a read transaction on the executor, what a cache miss costs.
   start_service continuum-scheduling "scheduling-$backend-uncached" --database-url="$(url scheduling)" \

@@ -58,11 +58,16 @@ class Runner {
       pacers.emplace_back([this, start, threads, t, &late] {
         prctl(PR_SET_TIMERSLACK, 1000UL);  // 1 us instead of 50 us: sleeps end closer to the schedule
         const double interval_ns = 1e9 / options_.rate;
+        const int64_t tick = absl::ToInt64Nanoseconds(options_.pacing_tick);
         for (int64_t i = t;; i += threads) {
           const int64_t due = start + static_cast<int64_t>(i * interval_ns);
           if (due >= window_end_) break;
           const int64_t now = NowNs();
-          if (due > now) absl::SleepFor(absl::Nanoseconds(due - now));
+          if (due > now) {
+            // Never before `due` (a call started early would look faster than it is).
+            const int64_t wake = tick > 0 ? start + (due - start + tick - 1) / tick * tick : due;
+            absl::SleepFor(absl::Nanoseconds(wake - now));
+          }
           while (outstanding_.load() >= options_.max_outstanding) absl::SleepFor(absl::Microseconds(100));
           late[t] = std::max(late[t], NowNs() - due);
           Launch(static_cast<int>(i % workload_.connections()), due, i);

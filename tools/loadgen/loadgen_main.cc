@@ -33,7 +33,7 @@ struct Flags {
   int connections = 4, inflight = 32, threads = 4, pacing_threads = 2, conversations = 16, streams = 10000,
       server_pid = 0, payload = 16, book_window = 0, entries_per_record = 40, record_offset = 0;
   double rate = 1000;
-  absl::Duration warmup, duration, deadline;
+  absl::Duration warmup, duration, deadline, pacing_tick;
 };
 
 JsonObject LatencyJson(const Histogram& h) {
@@ -140,7 +140,8 @@ int Run(const Flags& f) {
                       .rate = f.rate,
                       .warmup = f.warmup,
                       .duration = f.duration,
-                      .pacing_threads = f.pacing_threads};
+                      .pacing_threads = f.pacing_threads,
+                      .pacing_tick = f.pacing_tick};
   LoadResult r = RunLoad(**workload, options);
   JsonObject j = ResultJson(f, f.mode, r);
   (*workload)->AddJson(j);
@@ -175,6 +176,8 @@ int main(int argc, char** argv) {
   f.rate = static_cast<double>(c.Int("rate", 1000, "open loop: calls per second", 1, 10000000));
   f.pacing_threads =
       static_cast<int>(c.Int("pacing-threads", 2, "open loop: threads sharing the schedule of call starts", 1, 64));
+  f.pacing_tick = c.Duration("pacing-tick", absl::ZeroDuration(),
+                             "open loop: pacing threads wake on this grid and start the calls due (0: per call)");
   f.warmup = c.Duration("warmup", absl::Seconds(1), "calls started before this are not counted");
   f.duration = c.Duration("duration", absl::Seconds(5), "measured time after the warm-up");
   f.deadline = c.Duration("deadline", absl::Seconds(10), "deadline of every call");
