@@ -260,7 +260,12 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
       owned = std::const_pointer_cast<v1::SessionRecord>(current);
     }
   }
-  for (;;) {  // at most twice: from the cache, then from the database
+  // PostgreSQL: the first attempt sends its whole transaction as one pipeline with the
+  // COMMIT (store::AppendVersionDeferred): one round trip instead of two. If the head had
+  // moved, the commit fails on the version's key and the write starts over from the
+  // database with the head's move checked in the transaction.
+  bool defer_head = true;
+  for (;;) {  // at most three times: from the cache, deferred; from the database; checked
     if (!unchecked) {
       RETURN_IF_ERROR(db_.InTransaction([&](db::Tx& tx) -> absl::Status {
         ASSIGN_OR_RETURN(current, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/true));
@@ -330,6 +335,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
     std::shared_ptr<std::string> written_data;
     bool enqueued = false;  // the committed version put events in the outbox
     bool stale = false;     // the cached copy was not the latest: start over from the database
+    bool deferred = false;  // this attempt appended with AppendVersionDeferred
     // A retried request is answered from the version it wrote: the idempotency row holds its
     // number, not a second copy of the record.
     const api::RememberAs<v1::SessionRecord> by_version{
@@ -352,13 +358,20 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
           written_data = nullptr;
           enqueued = false;
           stale = false;
+          deferred = false;
           const Next* next = nullptr;
           absl::StatusOr<Next> rebuilt;
           // The usual case first: the version this write was built from is still the latest.
           // The head's guarded move proves it, with no read before it (one statement, and on
           // PostgreSQL one round trip, fewer per write). Otherwise nothing was written, and
           // the latest version decides, as below.
-          if (prepared.ok() && (etag.empty() || etag == EtagOfVersion(base_version))) {
+          if (prepared.ok() && (etag.empty() || etag == EtagOfVersion(base_version)) && defer_head &&
+              tx.backend() == db::Backend::kPostgres) {
+            RETURN_IF_ERROR(store::AppendVersionDeferred(tx, ids[0], ids[1], *prepared->record, p.subject, action,
+                                                         prepared->reason, &prepared->stored));
+            next = &*prepared;
+            deferred = true;
+          } else if (prepared.ok() && (etag.empty() || etag == EtagOfVersion(base_version))) {
             ASSIGN_OR_RETURN(bool appended,
                              store::AppendVersionIfLatest(tx, ids[0], ids[1], *prepared->record, p.subject, action,
                                                           prepared->reason, &prepared->stored));
@@ -412,6 +425,11 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
         },
         &by_version);
     if (stale) {
+      unchecked = false;
+      continue;
+    }
+    if (deferred && store::IsMovedHead(result.status())) {  // nothing was written
+      defer_head = false;
       unchecked = false;
       continue;
     }

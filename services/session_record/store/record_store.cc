@@ -256,6 +256,23 @@ absl::StatusOr<bool> AppendVersionIfLatest(db::Tx& tx, const std::string& clinic
   return true;
 }
 
+absl::Status AppendVersionDeferred(db::Tx& tx, const std::string& clinic_id, const std::string& record_id,
+                                   const v1::SessionRecord& r, const std::string& author, const std::string& action,
+                                   const std::string& reason, const std::string* stored) {
+  if (r.version() < 2) return absl::InvalidArgumentError("AppendVersionDeferred: the first version has no head to move");
+  RETURN_IF_ERROR(tx.ExecDeferred("UPDATE session_records SET latest_version = $1, state = $2"
+                                  " WHERE clinic_id = $3 AND record_id = $4 AND latest_version = $5",
+                                  {r.version(), int64_t{r.state()}, clinic_id, record_id, r.version() - 1}));
+  return tx.ExecDeferred(kVersionInsert, VersionParams(clinic_id, record_id, r, author, action, reason, stored));
+}
+
+bool IsMovedHead(const absl::Status& status) {
+  if (status.code() != absl::StatusCode::kAlreadyExists || ErrorReason(status) != "ALREADY_EXISTS") return false;
+  // PostgreSQL names the constraint record_versions_pkey; SQLite names its columns
+  // ("record_versions.clinic_id, ...").
+  return ErrorMetadata(status)["constraint"].find("record_versions") != std::string::npos;
+}
+
 absl::StatusOr<std::vector<v1::SessionRecordVersion>> ListVersions(db::Tx& tx, const std::string& clinic_id,
                                                                    const std::string& record_id, int64_t offset,
                                                                    int limit) {
