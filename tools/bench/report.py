@@ -201,18 +201,19 @@ def main():
             verdict(f"(supplement) GetAppointment with the appointment cache off ({b}, a second replica), 4x32", None,
                     f"{fmt(qps(gu))}/s vs echo {fmt(qps(echo_4x32))}/s = **{ratio(qps(gu), qps(echo_4x32)):.2f}x** "
                     f"(with the cache: {fmt(qps(g4)) if g4 else '?'}/s)")
-        # The same comparison at the highest offered rate the echo server did sustain open loop.
+        # The same comparison at a lower rate, against an echo run measured next to it (in this
+        # backend's phase, not at the start of the suite, which can be minutes and a host load
+        # apart), where the echo server did sustain the rate.
         sustained = []
         for x in sorted({r["rate"] for r in find(rows, scenario="get-appointment", mode="open", label=b)}):
-            e = (one(rows, scenario="echo", mode="open", rate=x, label=f"echo-{b}") or
-                 one(rows, scenario="echo", mode="open", rate=x, label=""))
+            e = one(rows, scenario="echo", mode="open", rate=x, label=f"echo-{b}")
             if e and qps(e) >= 0.95 * x and x != half:
                 sustained.append((x, e))
         if sustained:
             x, e = sustained[-1]
             g = one(rows, scenario="get-appointment", mode="open", rate=x, label=b)
             r = ratio(lat(g, "p99"), lat(e, "p99"))
-            verdict(f"(supplement) p99 at {fmt(x)}/s, the highest rate echo sustained open loop (GetAppointment, {b}) "
+            verdict(f"(supplement) p99 at {fmt(x)}/s, next to echo at that rate (GetAppointment, {b}) "
                     "<= 2x echo's p99", r <= 2,
                     f"p99 {ms(lat(g, 'p99'))} ms vs echo {ms(lat(e, 'p99'))} ms = **{r:.2f}x** (achieved "
                     f"{fmt(qps(g))}/s)")

@@ -245,6 +245,9 @@ for backend in sqlite postgres; do
     ga --connections=16 --inflight=100 --duration="${rsecs}s"
   done
   ga --mode=open --rate="${rates[0]}" "${pace[@]}"
+  # A quarter of the echo maximum, next to an echo run at that rate: the report's supplement
+  # compares these two (the echo runs at the start can be minutes and a host load apart).
+  lg --scenario=echo --label="echo-$backend" --target="$echo_addr" --mode=open --rate="${rates[1]}" "${pace[@]}"
   ga --mode=open --rate="${rates[1]}" "${pace[@]}"
   for _ in 1 2 3; do
     lg --scenario=echo --label="echo-$backend" --target="$echo_addr" --mode=open --rate="${rates[2]}" \
