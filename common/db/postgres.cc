@@ -85,7 +85,16 @@ class PgConn final : public Tx {
       return MakeError(absl::StatusCode::kUnavailable, "STORE_UNAVAILABLE", msg);
     }
     if (absl::StartsWith(sqlstate, "23")) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "INVALID_STATE", msg);
+      // Which table, column and constraint, for callers that turn a particular violation into
+      // an answer of their own (e.g. session-record's moved head, record_store.h).
+      auto field = [r](int code) {
+        const char* v = PQresultErrorField(r, code);
+        return std::string(v ? v : "");
+      };
+      return MakeError(absl::StatusCode::kFailedPrecondition, "INVALID_STATE", msg,
+                       {{"table", field(PG_DIAG_TABLE_NAME)},
+                        {"column", field(PG_DIAG_COLUMN_NAME)},
+                        {"constraint", field(PG_DIAG_CONSTRAINT_NAME)}});
     }
     return absl::InternalError(absl::StrCat("postgres ", what, " [", sqlstate, "]: ", msg));
   }

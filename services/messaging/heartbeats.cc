@@ -7,8 +7,8 @@
 
 namespace continuum::messaging {
 
-HeartbeatBatcher::HeartbeatBatcher(Messenger& messenger, size_t max_batch, int threads)
-    : messenger_(messenger), max_batch_(max_batch), threads_(std::max(1, threads)) {}
+HeartbeatBatcher::HeartbeatBatcher(Messenger& messenger, size_t max_batch, int threads, size_t max_queued)
+    : messenger_(messenger), max_batch_(max_batch), threads_(std::max(1, threads)), max_queued_(max_queued) {}
 
 HeartbeatBatcher::~HeartbeatBatcher() { Stop(); }
 
@@ -21,24 +21,36 @@ void HeartbeatBatcher::Start() {
 }
 
 void HeartbeatBatcher::Submit(PresenceStore::Beat beat, Done done) {
+  bool full = false;
   {
     absl::MutexLock lock(&mu_);
-    if (!stopping_ && !workers_.empty()) {
-      queue_.push_back({std::move(beat), std::move(done)});
-      return;
+    if (!stopping_) {
+      full = queue_.size() >= max_queued_;
+      if (!full) {
+        queue_.push_back({std::move(beat), std::move(done)});
+        return;
+      }
     }
+  }
+  if (full) {
+    done(MakeError(absl::StatusCode::kResourceExhausted, "OVERLOADED",
+                   "too many heartbeats are waiting for Redis on this replica; retry with back-off"));
+    return;
   }
   done(absl::UnavailableError("this replica is shutting down; reconnect (another replica takes the stream)"));
 }
 
 void HeartbeatBatcher::Stop() {
+  std::deque<Item> never_started;
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    if (workers_.empty()) never_started.swap(queue_);
   }
   for (auto& t : workers_) {
     if (t.joinable()) t.join();
   }
+  for (Item& item : never_started) item.done(absl::UnavailableError("this replica is shutting down; reconnect"));
 }
 
 void HeartbeatBatcher::Loop() {

@@ -23,14 +23,19 @@ class HeartbeatBatcher {
  public:
   using Done = std::function<void(absl::StatusOr<v1::HeartbeatResponse>)>;
 
-  // `threads` batches can be in Redis at once (each on its own pooled connection).
-  explicit HeartbeatBatcher(Messenger& messenger, size_t max_batch = 256, int threads = 2);
+  // `threads` batches can be in Redis at once (each on its own pooled connection). At most
+  // `max_queued` heartbeats wait; beyond that they are refused (RESOURCE_EXHAUSTED, OVERLOADED),
+  // as the executor refuses calls beyond its queue.
+  explicit HeartbeatBatcher(Messenger& messenger, size_t max_batch = 256, int threads = 2, size_t max_queued = 10000);
   ~HeartbeatBatcher();  // Stop()
 
   void Start();
-  // `done` runs once, on the batcher's thread (or at once, with UNAVAILABLE, after Stop).
+  // `done` runs once, on the batcher's thread (or at once: UNAVAILABLE after Stop,
+  // RESOURCE_EXHAUSTED when `max_queued` wait already). Heartbeats submitted before Start wait
+  // for it.
   void Submit(PresenceStore::Beat beat, Done done);
-  // Applies what was submitted, then answers later submissions UNAVAILABLE at once.
+  // Applies what was submitted (answers it UNAVAILABLE if never started), then answers later
+  // submissions UNAVAILABLE at once.
   void Stop();
 
  private:
@@ -43,6 +48,7 @@ class HeartbeatBatcher {
   Messenger& messenger_;
   const size_t max_batch_;
   const int threads_;
+  const size_t max_queued_;
   absl::Mutex mu_;
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

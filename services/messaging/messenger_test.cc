@@ -533,6 +533,43 @@ TEST_F(MessengerTest, BatchedHeartbeatsAnswerEachBeatInOrderAndFailAlone) {
       << "the expired phone is dropped (the field \"\" is the state)";
 }
 
+// The batcher holds at most `max_queued` heartbeats: one more is refused at once (OVERLOADED),
+// the others are applied once it runs, each answered with its own person's presence.
+TEST_F(MessengerTest, HeartbeatBatcherRefusesBeyondItsQueueAndAnswersTheRest) {
+  HeartbeatBatcher batcher(*messenger_, /*max_batch=*/2, /*threads=*/1, /*max_queued=*/3);
+  absl::Mutex mu;
+  std::vector<absl::StatusOr<v1::HeartbeatResponse>> answers(4, absl::UnknownError("not answered"));
+  int answered = 0;
+  for (int i = 0; i < 4; ++i) {  // before Start: nothing is applied yet, so the queue fills
+    batcher.Submit({absl::StrCat("q", i), {"c01"}, "phone", cv1::PRESENCE_STATUS_ONLINE, absl::Seconds(30)},
+                   [&, i](absl::StatusOr<v1::HeartbeatResponse> r) {
+                     absl::MutexLock lock(&mu);
+                     answers[i] = std::move(r);
+                     ++answered;
+                   });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(answered, 1) << "only the fourth is answered before the batcher runs";
+    EXPECT_THAT(answers[3], IsError(absl::StatusCode::kResourceExhausted, "OVERLOADED"));
+  }
+  batcher.Start();
+  {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(+[](int* n) { return *n == 4; }, &answered));
+  }
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(answers[i].ok()) << i << ": " << answers[i].status();
+    EXPECT_EQ(answers[i]->presence().person(), absl::StrCat("people/q", i));
+    EXPECT_EQ(answers[i]->presence().status(), cv1::PRESENCE_STATUS_ONLINE);
+  }
+  batcher.Stop();
+  absl::StatusOr<v1::HeartbeatResponse> late = absl::UnknownError("not answered");
+  batcher.Submit({"q9", {"c01"}, "phone", cv1::PRESENCE_STATUS_ONLINE, absl::Seconds(30)},
+                 [&](absl::StatusOr<v1::HeartbeatResponse> r) { late = std::move(r); });
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable) << late.status();
+}
+
 // Earlier versions kept the effective state in a key of its own ("continuum:presence:state:
 // {person}"); the devices hash now holds it. A person last written by such a version keeps the
 // time of their last change and is not reported as changed (a replica being replaced by a newer

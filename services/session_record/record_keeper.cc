@@ -338,9 +338,11 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
     bool deferred = false;  // this attempt appended with AppendVersionDeferred
     // A retried request is answered from the version it wrote: the idempotency row holds its
     // number, not a second copy of the record.
+    bool recalled = false;  // the answer is a remembered one, not this call's commit
     const api::RememberAs<v1::SessionRecord> by_version{
         [](const v1::SessionRecord& r) { return absl::StrCat(kVersionRef, r.version()); },
         [&](db::Tx& tx, const std::string& ref) -> absl::StatusOr<v1::SessionRecord> {
+          recalled = true;
           int64_t version = 0;
           if (!absl::StartsWith(ref, kVersionRef) ||
               !absl::SimpleAtoi(absl::string_view(ref).substr(kVersionRef.size()), &version)) {
@@ -365,8 +367,9 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
           // The head's guarded move proves it, with no read before it (one statement, and on
           // PostgreSQL one round trip, fewer per write). Otherwise nothing was written, and
           // the latest version decides, as below.
+          // Not with a side effect: starting over would repeat it (see above).
           if (prepared.ok() && (etag.empty() || etag == EtagOfVersion(base_version)) && defer_head &&
-              tx.backend() == db::Backend::kPostgres) {
+              !side_effect && tx.backend() == db::Backend::kPostgres) {
             RETURN_IF_ERROR(store::AppendVersionDeferred(tx, ids[0], ids[1], *prepared->record, p.subject, action,
                                                          prepared->reason, &prepared->stored));
             next = &*prepared;
@@ -436,7 +439,10 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
     if (!result.ok()) return audited(result.status());
     // Only a write with events wakes the relay: its pass is a transaction of its own.
     if (enqueued && options_.on_commit) options_.on_commit();
-    if (!written || written->version() != result->version()) {
+    // Answered from a remembered response: `written`, if set, is an attempt that did not commit.
+    // (A deferred attempt builds a whole version and fails only at COMMIT; built from a stale
+    // cached copy it can even carry the remembered version's number, with other content.)
+    if (recalled || !written || written->version() != result->version()) {
       return WrittenRecord(*std::move(result));  // answered from a retry's version
     }
     // Committed: later writes of this replica start from it without parsing it again, and the

@@ -800,6 +800,88 @@ void RecordKeeperTest::ReplicasWriteOverEachOthersCachedCopies() {
   EXPECT_EQ(stored->SerializeAsString(), third->SerializeAsString());
 }
 
+// A write retried (same request_id) on another replica whose cached copy is older than the
+// write: the retry is answered with what the first call wrote, and that replica neither answers
+// nor keeps the version its own attempt built (on PostgreSQL that attempt goes as far as the
+// COMMIT before the moved head fails it).
+TEST_F(RecordKeeperTest, RetryOnAReplicaWithAStaleCopyIsAnsweredWithTheFirstWrite) {
+  testing::TempDir dir;
+  for (const std::string backend : {"sqlite", "postgres"}) {
+    SCOPED_TRACE(backend);
+    ASSERT_NO_FATAL_FAILURE(UseDatabase(backend, dir));
+    auto rec = Create("med1", therapist_);
+    ASSERT_TRUE(rec.ok()) << rec.status();
+    RecordKeeper other(*db_, clock_, scheduling_);
+    v1::GetSessionRecordRequest get;
+    get.set_name(rec->name());
+    ASSERT_TRUE(other.GetSessionRecord(therapist_, get).ok());  // `other` now holds version 1
+    v1::AddTimelineEntryRequest tl;
+    tl.set_name(rec->name());
+    tl.mutable_entry()->set_kind(v1::TimelineEntry::KIND_OBSERVATION);
+    tl.mutable_entry()->set_text("first");
+    tl.set_request_id("once");
+    absl::StatusOr<v1::SessionRecord> first = keeper_->AddTimelineEntry(therapist_, tl);
+    ASSERT_TRUE(first.ok()) << first.status();
+    clock_.Advance(absl::Seconds(1));
+    absl::StatusOr<v1::SessionRecord> retried = other.AddTimelineEntry(therapist_, tl);
+    ASSERT_TRUE(retried.ok()) << retried.status();
+    EXPECT_EQ(retried->SerializeAsString(), first->SerializeAsString());
+    auto seen = other.GetSessionRecord(therapist_, get);
+    ASSERT_TRUE(seen.ok()) << seen.status();
+    EXPECT_EQ(seen->SerializeAsString(), first->SerializeAsString()) << "the replica kept its own attempt";
+    tl.mutable_entry()->set_text("second");
+    tl.set_request_id("next");
+    absl::StatusOr<v1::SessionRecord> next = other.AddTimelineEntry(therapist_, tl);
+    ASSERT_TRUE(next.ok()) << next.status();
+    RecordKeeper fresh(*db_, clock_, scheduling_);
+    auto stored = fresh.GetSessionRecord(therapist_, get);
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    EXPECT_EQ(stored->SerializeAsString(), next->SerializeAsString());
+    ASSERT_EQ(stored->timeline_size(), 2);
+    EXPECT_EQ(stored->timeline(0).SerializeAsString(), first->timeline(0).SerializeAsString());
+  }
+}
+
+// The database lost commits this replica had seen (a failover to a standby that was behind, a
+// restore) while the replica kept running: its cached copy is ahead of the database. The next
+// write must be built on what the database has, and nothing may be written above its head.
+TEST_F(RecordKeeperTest, AfterTheDatabaseLostCommitsACachedCopyIsNotWrittenAboveTheHead) {
+  testing::TempDir dir;
+  for (const std::string backend : {"sqlite", "postgres"}) {
+    SCOPED_TRACE(backend);
+    ASSERT_NO_FATAL_FAILURE(UseDatabase(backend, dir));
+    auto rec = Create("med1", therapist_);
+    ASSERT_TRUE(rec.ok()) << rec.status();
+    v1::AddTimelineEntryRequest tl;
+    tl.set_name(rec->name());
+    tl.mutable_entry()->set_kind(v1::TimelineEntry::KIND_OBSERVATION);
+    for (const char* text : {"lost one", "lost two"}) {
+      tl.mutable_entry()->set_text(text);
+      tl.set_request_id(Rid());
+      ASSERT_TRUE(keeper_->AddTimelineEntry(therapist_, tl).ok());  // cached: version 3
+    }
+    ASSERT_TRUE(db_->InTransaction([](db::Tx& tx) -> absl::Status {
+      RETURN_IF_ERROR(tx.Exec("DELETE FROM record_versions WHERE record_id = 'med1' AND version > 1").status());
+      return tx.Exec("UPDATE session_records SET latest_version = 1 WHERE record_id = 'med1'").status();
+    }).ok());
+    tl.mutable_entry()->set_text("after");
+    tl.set_request_id(Rid());
+    absl::StatusOr<v1::SessionRecord> after = keeper_->AddTimelineEntry(therapist_, tl);
+    ASSERT_TRUE(after.ok()) << after.status();
+    EXPECT_EQ(after->version(), 2);
+    ASSERT_EQ(after->timeline_size(), 1);
+    EXPECT_EQ(after->timeline(0).text(), "after");
+    absl::StatusOr<int64_t> above = -1;
+    ASSERT_TRUE(db_->InTransaction([&](db::Tx& tx) -> absl::Status {
+      ASSIGN_OR_RETURN(db::Rows rows, tx.Query("SELECT COUNT(*) FROM record_versions WHERE record_id = 'med1'"
+                                               " AND version > 2"));
+      above = rows[0].Int(0);
+      return absl::OkStatus();
+    }, db::TxMode::kReadOnly).ok());
+    EXPECT_EQ(*above, 0) << "a version was written above the head";
+  }
+}
+
 // Writers of one record on two replicas at once: every acknowledged entry is in the record
 // exactly once, one version per write, and nothing else is. On PostgreSQL the writes'
 // pipelines meet on the head's row lock, and the later ones fail at commit on the version's

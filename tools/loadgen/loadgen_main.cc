@@ -206,6 +206,9 @@ int main(int argc, char** argv) {
                                             "streams", "bare-insert"};
   if (!kScenarios.count(f.scenario)) c.AddError("--scenario: unknown scenario '" + f.scenario + "'");
   if (f.mode != "closed" && f.mode != "open") c.AddError("--mode must be closed or open");
+  if (f.pacing_tick < absl::ZeroDuration() || f.pacing_tick > absl::Seconds(1)) {
+    c.AddError("--pacing-tick must be between 0s and 1s");
+  }
   if (f.scenario == "setup" && (f.scheduling.empty() || f.records.empty() || f.messaging.empty() || f.state.empty())) {
     c.AddError("setup needs --scheduling, --records, --messaging and --state");
   }

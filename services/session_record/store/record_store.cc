@@ -260,17 +260,24 @@ absl::Status AppendVersionDeferred(db::Tx& tx, const std::string& clinic_id, con
                                    const v1::SessionRecord& r, const std::string& author, const std::string& action,
                                    const std::string& reason, const std::string* stored) {
   if (r.version() < 2) return absl::InvalidArgumentError("AppendVersionDeferred: the first version has no head to move");
-  RETURN_IF_ERROR(tx.ExecDeferred("UPDATE session_records SET latest_version = $1, state = $2"
-                                  " WHERE clinic_id = $3 AND record_id = $4 AND latest_version = $5",
-                                  {r.version(), int64_t{r.state()}, clinic_id, record_id, r.version() - 1}));
-  return tx.ExecDeferred(kVersionInsert, VersionParams(clinic_id, record_id, r, author, action, reason, stored));
+  if (tx.backend() != db::Backend::kPostgres) {
+    return absl::InvalidArgumentError("AppendVersionDeferred: PostgreSQL only (a data-modifying WITH)");
+  }
+  // VersionParams' $1..$9, then the version the head moves from ($10).
+  db::Params params = VersionParams(clinic_id, record_id, r, author, action, reason, stored);
+  params.push_back(r.version() - 1);
+  return tx.ExecDeferred(
+      "WITH moved AS (UPDATE session_records SET latest_version = $3, state = $7"
+      " WHERE clinic_id = $1 AND record_id = $2 AND latest_version = $10 RETURNING latest_version)"
+      " INSERT INTO record_versions (clinic_id, record_id, version, author, action, reason, state, create_time, data)"
+      " VALUES ($1, $2, (SELECT latest_version FROM moved), $4, $5, $6, $7, $8, $9)",
+      params);
 }
 
 bool IsMovedHead(const absl::Status& status) {
-  if (status.code() != absl::StatusCode::kAlreadyExists || ErrorReason(status) != "ALREADY_EXISTS") return false;
-  // PostgreSQL names the constraint record_versions_pkey; SQLite names its columns
-  // ("record_versions.clinic_id, ...").
-  return ErrorMetadata(status)["constraint"].find("record_versions") != std::string::npos;
+  if (status.code() != absl::StatusCode::kFailedPrecondition || ErrorReason(status) != "INVALID_STATE") return false;
+  auto m = ErrorMetadata(status);
+  return m["table"] == "record_versions" && m["column"] == "version";
 }
 
 absl::StatusOr<std::vector<v1::SessionRecordVersion>> ListVersions(db::Tx& tx, const std::string& clinic_id,

@@ -92,13 +92,13 @@ absl::StatusOr<bool> AppendVersionIfLatest(db::Tx& tx, const std::string& clinic
                                            const v1::SessionRecord& record, const std::string& author,
                                            const std::string& action, const std::string& reason,
                                            const std::string* stored = nullptr);
-// AppendVersionIfLatest in one round trip, for PostgreSQL: the head's guarded move is deferred
-// too, so it goes out with the version's insert and the COMMIT. Whether the head moved is then
-// not known here; a head that had moved makes the commit fail on the version's primary key
-// instead (the head only moves forward, each move adding its version, so if it is no longer at
-// version - 1 this version number exists). IsMovedHead tells that failure apart; the caller
-// starts over from the database with AppendVersionIfLatest. On SQLite this is the same as
-// AppendVersionIfLatest's statements run at once (use that there: its row count is free).
+// AppendVersionIfLatest in one round trip, for PostgreSQL only: the head's guarded move and
+// the version's insert are one deferred statement, so they go out with the COMMIT. Whether the
+// head moved is then not known here: the version number is taken from the move itself, so a
+// head that was not at version - 1 (another writer moved it; or the database is behind the
+// caller's cached copy, after a failover lost commits) leaves it NULL and the commit fails on
+// the column's NOT NULL. Nothing of the transaction is written then. IsMovedHead tells that
+// failure apart; the caller starts over from the database with AppendVersionIfLatest.
 absl::Status AppendVersionDeferred(db::Tx& tx, const std::string& clinic_id, const std::string& record_id,
                                    const v1::SessionRecord& record, const std::string& author,
                                    const std::string& action, const std::string& reason,
