@@ -136,6 +136,18 @@ class RecordKeeperTest : public ::testing::Test {
     keeper_ = std::make_unique<RecordKeeper>(*db_, clock_, scheduling_);
   }
   void ReplicasWriteOverEachOthersCachedCopies();
+  // Runs `body` once per backend ("sqlite", then "postgres"), each on a new database
+  // (UseDatabase) holding the record of appointment "med1", created by the therapist.
+  void OnEachBackendWithARecord(const std::function<void(const v1::SessionRecord&)>& body) {
+    testing::TempDir dir;
+    for (const std::string backend : {"sqlite", "postgres"}) {
+      SCOPED_TRACE(backend);
+      ASSERT_NO_FATAL_FAILURE(UseDatabase(backend, dir));
+      absl::StatusOr<v1::SessionRecord> rec = Create("med1", therapist_);
+      ASSERT_TRUE(rec.ok()) << rec.status();
+      body(*rec);
+    }
+  }
 
   absl::StatusOr<v1::SessionRecord> Create(const std::string& appointment, const Principal& who) {
     v1::CreateSessionRecordRequest r;
@@ -762,7 +774,7 @@ TEST_F(RecordKeeperTest, RetriedWriteIsAppliedOnceAndStaleEtagIsRefused) {
 // Two replicas on one database: each writes from the version it cached last, and a write
 // made by the other replica in between is neither lost nor hidden (the stale copy is noticed
 // in the transaction and the write starts over from the database). On PostgreSQL the stale
-// write's first attempt is one pipeline whose commit fails on the version's key
+// write's first attempt is one pipeline whose commit fails because the head did not move
 // (store::AppendVersionDeferred); on SQLite the head's guarded move finds it.
 TEST_F(RecordKeeperTest, AReplicasCachedCopyNeverHidesAnotherReplicasWrite) {
   testing::TempDir dir;
@@ -805,18 +817,13 @@ void RecordKeeperTest::ReplicasWriteOverEachOthersCachedCopies() {
 // nor keeps the version its own attempt built (on PostgreSQL that attempt goes as far as the
 // COMMIT before the moved head fails it).
 TEST_F(RecordKeeperTest, RetryOnAReplicaWithAStaleCopyIsAnsweredWithTheFirstWrite) {
-  testing::TempDir dir;
-  for (const std::string backend : {"sqlite", "postgres"}) {
-    SCOPED_TRACE(backend);
-    ASSERT_NO_FATAL_FAILURE(UseDatabase(backend, dir));
-    auto rec = Create("med1", therapist_);
-    ASSERT_TRUE(rec.ok()) << rec.status();
+  OnEachBackendWithARecord([&](const v1::SessionRecord& rec) {
     RecordKeeper other(*db_, clock_, scheduling_);
     v1::GetSessionRecordRequest get;
-    get.set_name(rec->name());
+    get.set_name(rec.name());
     ASSERT_TRUE(other.GetSessionRecord(therapist_, get).ok());  // `other` now holds version 1
     v1::AddTimelineEntryRequest tl;
-    tl.set_name(rec->name());
+    tl.set_name(rec.name());
     tl.mutable_entry()->set_kind(v1::TimelineEntry::KIND_OBSERVATION);
     tl.mutable_entry()->set_text("first");
     tl.set_request_id("once");
@@ -839,21 +846,16 @@ TEST_F(RecordKeeperTest, RetryOnAReplicaWithAStaleCopyIsAnsweredWithTheFirstWrit
     EXPECT_EQ(stored->SerializeAsString(), next->SerializeAsString());
     ASSERT_EQ(stored->timeline_size(), 2);
     EXPECT_EQ(stored->timeline(0).SerializeAsString(), first->timeline(0).SerializeAsString());
-  }
+  });
 }
 
 // The database lost commits this replica had seen (a failover to a standby that was behind, a
 // restore) while the replica kept running: its cached copy is ahead of the database. The next
 // write must be built on what the database has, and nothing may be written above its head.
 TEST_F(RecordKeeperTest, AfterTheDatabaseLostCommitsACachedCopyIsNotWrittenAboveTheHead) {
-  testing::TempDir dir;
-  for (const std::string backend : {"sqlite", "postgres"}) {
-    SCOPED_TRACE(backend);
-    ASSERT_NO_FATAL_FAILURE(UseDatabase(backend, dir));
-    auto rec = Create("med1", therapist_);
-    ASSERT_TRUE(rec.ok()) << rec.status();
+  OnEachBackendWithARecord([&](const v1::SessionRecord& rec) {
     v1::AddTimelineEntryRequest tl;
-    tl.set_name(rec->name());
+    tl.set_name(rec.name());
     tl.mutable_entry()->set_kind(v1::TimelineEntry::KIND_OBSERVATION);
     for (const char* text : {"lost one", "lost two"}) {
       tl.mutable_entry()->set_text(text);
@@ -879,21 +881,16 @@ TEST_F(RecordKeeperTest, AfterTheDatabaseLostCommitsACachedCopyIsNotWrittenAbove
       return absl::OkStatus();
     }, db::TxMode::kReadOnly).ok());
     EXPECT_EQ(*above, 0) << "a version was written above the head";
-  }
+  });
 }
 
 // Writers of one record on two replicas at once: every acknowledged entry is in the record
 // exactly once, one version per write, and nothing else is. On PostgreSQL the writes'
-// pipelines meet on the head's row lock, and the later ones fail at commit on the version's
-// key and start over. A write that keeps losing the race is refused with ABORTED (retry),
+// pipelines meet on the head's row lock, and the later ones find it moved, fail at commit and
+// start over. A write that keeps losing the race is refused with ABORTED (retry),
 // after the database layer's own retries; that is the only refusal allowed.
 TEST_F(RecordKeeperTest, ConcurrentWritersOfOneRecordOnTwoReplicasLoseNothing) {
-  testing::TempDir dir;
-  for (const std::string backend : {"sqlite", "postgres"}) {
-    SCOPED_TRACE(backend);
-    ASSERT_NO_FATAL_FAILURE(UseDatabase(backend, dir));
-    auto rec = Create("med1", therapist_);
-    ASSERT_TRUE(rec.ok()) << rec.status();
+  OnEachBackendWithARecord([&](const v1::SessionRecord& rec) {
     RecordKeeper other(*db_, clock_, scheduling_);
     constexpr int kThreads = 4, kWrites = 10;
     std::vector<std::vector<std::string>> acked(kThreads);
@@ -904,7 +901,7 @@ TEST_F(RecordKeeperTest, ConcurrentWritersOfOneRecordOnTwoReplicasLoseNothing) {
         RecordKeeper& keeper = t % 2 ? other : *keeper_;
         for (int i = 0; i < kWrites; ++i) {
           v1::AddTimelineEntryRequest tl;
-          tl.set_name(rec->name());
+          tl.set_name(rec.name());
           tl.mutable_entry()->set_kind(v1::TimelineEntry::KIND_OBSERVATION);
           tl.mutable_entry()->set_text(absl::StrCat("w", t, "-", i));
           tl.set_request_id(absl::StrCat("concurrent-", t, "-", i));
@@ -925,7 +922,7 @@ TEST_F(RecordKeeperTest, ConcurrentWritersOfOneRecordOnTwoReplicasLoseNothing) {
     }
     RecordKeeper fresh(*db_, clock_, scheduling_);  // nothing cached: reads the database
     v1::GetSessionRecordRequest get;
-    get.set_name(rec->name());
+    get.set_name(rec.name());
     auto stored = fresh.GetSessionRecord(therapist_, get);
     ASSERT_TRUE(stored.ok()) << stored.status();
     std::multiset<std::string> have;
@@ -933,7 +930,7 @@ TEST_F(RecordKeeperTest, ConcurrentWritersOfOneRecordOnTwoReplicasLoseNothing) {
     EXPECT_EQ(have, want);
     EXPECT_EQ(stored->version(), 1 + static_cast<int64_t>(want.size()));
     EXPECT_GE(want.size(), kThreads * kWrites / 2u) << "most writes should get through their retries";
-  }
+  });
 }
 
 // Versions written by list-only changes are stored as deltas over the version before (with a
