@@ -368,8 +368,8 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
           // PostgreSQL one round trip, fewer per write). Otherwise nothing was written, and
           // the latest version decides, as below.
           // Not with a side effect: starting over would repeat it (see above).
-          if (prepared.ok() && (etag.empty() || etag == EtagOfVersion(base_version)) && defer_head &&
-              !side_effect && tx.backend() == db::Backend::kPostgres) {
+          if (prepared.ok() && (etag.empty() || etag == EtagOfVersion(base_version)) && defer_head && !side_effect &&
+              tx.backend() == db::Backend::kPostgres) {
             RETURN_IF_ERROR(store::AppendVersionDeferred(tx, ids[0], ids[1], *prepared->record, p.subject, action,
                                                          prepared->reason, &prepared->stored));
             next = &*prepared;
