@@ -20,6 +20,12 @@ void HeartbeatBatcher::Start() {
   });
 }
 
+namespace {
+absl::Status ShuttingDown() {
+  return absl::UnavailableError("this replica is shutting down; reconnect (another replica takes the stream)");
+}
+}  // namespace
+
 void HeartbeatBatcher::Submit(PresenceStore::Beat beat, Done done) {
   bool full = false;
   {
@@ -37,7 +43,7 @@ void HeartbeatBatcher::Submit(PresenceStore::Beat beat, Done done) {
                    "too many heartbeats are waiting for Redis on this replica; retry with back-off"));
     return;
   }
-  done(absl::UnavailableError("this replica is shutting down; reconnect (another replica takes the stream)"));
+  done(ShuttingDown());
 }
 
 void HeartbeatBatcher::Stop() {
@@ -50,7 +56,7 @@ void HeartbeatBatcher::Stop() {
   for (auto& t : workers_) {
     if (t.joinable()) t.join();
   }
-  for (Item& item : never_started) item.done(absl::UnavailableError("this replica is shutting down; reconnect"));
+  for (Item& item : never_started) item.done(ShuttingDown());
 }
 
 void HeartbeatBatcher::Loop() {

@@ -262,7 +262,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
   }
   // PostgreSQL: the first attempt sends its whole transaction as one pipeline with the
   // COMMIT (store::AppendVersionDeferred): one round trip instead of two. If the head had
-  // moved, the commit fails on the version's key and the write starts over from the
+  // moved, the commit fails (store::IsMovedHead) and the write starts over from the
   // database with the head's move checked in the transaction.
   bool defer_head = true;
   for (;;) {  // at most three times: from the cache, deferred; from the database; checked
@@ -367,14 +367,14 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
           // The head's guarded move proves it, with no read before it (one statement, and on
           // PostgreSQL one round trip, fewer per write). Otherwise nothing was written, and
           // the latest version decides, as below.
+          const bool built_on_base = prepared.ok() && (etag.empty() || etag == EtagOfVersion(base_version));
           // Not with a side effect: starting over would repeat it (see above).
-          if (prepared.ok() && (etag.empty() || etag == EtagOfVersion(base_version)) && defer_head && !side_effect &&
-              tx.backend() == db::Backend::kPostgres) {
+          if (built_on_base && defer_head && !side_effect && tx.backend() == db::Backend::kPostgres) {
             RETURN_IF_ERROR(store::AppendVersionDeferred(tx, ids[0], ids[1], *prepared->record, p.subject, action,
                                                          prepared->reason, &prepared->stored));
             next = &*prepared;
             deferred = true;
-          } else if (prepared.ok() && (etag.empty() || etag == EtagOfVersion(base_version))) {
+          } else if (built_on_base) {
             ASSIGN_OR_RETURN(bool appended,
                              store::AppendVersionIfLatest(tx, ids[0], ids[1], *prepared->record, p.subject, action,
                                                           prepared->reason, &prepared->stored));
