@@ -245,6 +245,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
   // ever decided on a stale copy. Not for writes with a side effect in scheduling, which
   // happens before the transaction and must not happen twice.
   std::shared_ptr<const v1::SessionRecord> current;
+  std::shared_ptr<const std::string> current_bytes;  // its serialized whole, when known (from the cache)
   bool unchecked = false;  // `current` came from the cache and is not yet compared with the database
   // The cached copy is taken out of the cache; when this write is then its only holder, it is
   // turned into the next version in place: no copy of the whole record, and no old version
@@ -252,7 +253,9 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
   // It goes back into the cache when that version commits; if the write fails it is dropped.
   std::shared_ptr<v1::SessionRecord> owned;
   if (!side_effect) {
-    current = latest_.Take(ids[0], ids[1]);
+    store::LatestRecords::Entry cached = latest_.Take(ids[0], ids[1]);
+    current = std::move(cached.record);
+    current_bytes = std::move(cached.bytes);
     unchecked = current != nullptr;
     if (current && current.use_count() == 1) {
       std::atomic_thread_fence(std::memory_order_acquire);  // after the last other holder's reads
@@ -271,6 +274,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
         ASSIGN_OR_RETURN(current, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/true));
         return absl::OkStatus();
       }, db::TxMode::kReadOnly));
+      current_bytes = nullptr;
     }
     if (!current) return NotFound(name);
     const std::string client_id = IdOf(current->client());
@@ -289,7 +293,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
     }
 
     // The new version, built from a given latest one: copy (unless owned), apply, number,
-    // serialize.
+    // serialize (from the base's bytes when they are known: store::BytesOf).
     struct Next {
       std::shared_ptr<v1::SessionRecord> record;
       std::shared_ptr<std::string> data;  // serialized whole (as answered)
@@ -298,7 +302,8 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
       std::vector<events::v1::EventEnvelope> events;
     };
     // `build_from` changes the record it is given (a copy, or the owned cached one).
-    auto build_from = [&](std::shared_ptr<v1::SessionRecord> record) -> absl::StatusOr<Next> {
+    auto build_from = [&](std::shared_ptr<v1::SessionRecord> record,
+                          const std::string* base_bytes) -> absl::StatusOr<Next> {
       Next next{std::move(record)};
       const int64_t base_version = next.record->version();
       absl::Time now = clock_.Now();
@@ -308,13 +313,16 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
       next.record->set_version(base_version + 1);
       *next.record->mutable_update_time() = ToProto(now);
       next.record->set_etag(EtagOf(*next.record));
-      next.data = std::make_shared<std::string>(next.record->SerializeAsString());
-      next.stored = store::StoredForm(*next.record, change.only_appended, before, next.data.get());
+      store::VersionBytes bytes = store::BytesOf(*next.record, change.only_appended, before, base_bytes);
+      next.data = std::make_shared<std::string>(std::move(bytes.whole));
+      next.stored = std::move(bytes.stored);
       next.reason = std::move(change.reason);
       next.events = std::move(change.events);
       return next;
     };
-    auto build = [&](const v1::SessionRecord& base) { return build_from(std::make_shared<v1::SessionRecord>(base)); };
+    auto build = [&](const v1::SessionRecord& base, const std::string* base_bytes) {
+      return build_from(std::make_shared<v1::SessionRecord>(base), base_bytes);
+    };
     // Built here, outside the transaction: on SQLite every write transaction runs on the one
     // writer (see common/db group commit), so copying and serializing a large record inside it
     // made writes to different records wait for each other. The transaction uses it when the
@@ -323,8 +331,8 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
     // the retry of a write that succeeded gets its answer, not the rule its own success now
     // breaks. Only a side effect in scheduling waits for the rules first.
     const int64_t base_version = current->version();  // `current` itself changes when owned
-    absl::StatusOr<Next> prepared =
-        owned && owned == current ? build_from(std::move(owned)) : build(*current);
+    absl::StatusOr<Next> prepared = owned && owned == current ? build_from(std::move(owned), current_bytes.get())
+                                                              : build(*current, current_bytes.get());
     owned.reset();
     if (side_effect) {
       if (!prepared.ok()) return audited(prepared.status());
@@ -398,7 +406,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
             } else {  // written meanwhile: apply to the latest instead
               ASSIGN_OR_RETURN(auto latest, store::GetLatest(tx, latest_, ids[0], ids[1], /*committed_read=*/false));
               if (!latest) return NotFound(name);
-              rebuilt = build(*latest);
+              rebuilt = build(*latest, nullptr);
               RETURN_IF_ERROR(rebuilt.status());
               next = &*rebuilt;
             }
@@ -447,7 +455,7 @@ absl::StatusOr<WrittenRecord> RecordKeeper::Write(const P& p, const std::string&
     }
     // Committed: later writes of this replica start from it without parsing it again, and the
     // response is the stored bytes (no copy of the record, no second serialization).
-    latest_.Put(ids[0], ids[1], written);
+    latest_.Put(ids[0], ids[1], written, written_data);
     return WrittenRecord(std::move(written), std::move(written_data));
   }
 }

@@ -945,6 +945,14 @@ TEST_F(RecordKeeperTest, EveryVersionReadsBackAsWrittenWhetherStoredWholeOrAsADe
     auto rec = Create("med1", therapist_);
     ASSERT_TRUE(rec.ok()) << rec.status();
     std::vector<std::string> answered = {rec->SerializeAsString()};  // [v - 1]: version v as answered
+    // A write's response bytes (built from the version before's: store::BytesOf) are its record.
+    auto answer = [](absl::StatusOr<WrittenRecord> w) -> absl::StatusOr<v1::SessionRecord> {
+      if (!w.ok()) return w.status();
+      v1::SessionRecord sent;
+      EXPECT_TRUE(sent.ParseFromString(w->bytes()));
+      EXPECT_EQ(sent.SerializeAsString(), w->record().SerializeAsString()) << "version " << w->record().version();
+      return w->record();
+    };
     for (int i = 0; i < 45; ++i) {
       absl::StatusOr<v1::SessionRecord> written;
       if (i % 9 == 4) {  // a change that is not list-only: stored whole
@@ -960,20 +968,20 @@ TEST_F(RecordKeeperTest, EveryVersionReadsBackAsWrittenWhetherStoredWholeOrAsADe
         note.mutable_note()->set_kind(v1::Note::KIND_SESSION);
         note.mutable_note()->set_text(i % 2 ? absl::StrCat("note ", i) : "");  // also back to empty
         note.set_request_id(Rid());
-        written = keeper_->UpdateNote(therapist_, note);
+        written = answer(keeper_->UpdateNote(therapist_, note));
       } else if (i % 3 == 0) {
         v1::RecordVitalsRequest vitals;
         vitals.set_name(rec->name());
         vitals.mutable_vitals()->set_heart_rate_bpm(60 + i);
         vitals.set_request_id(Rid());
-        written = keeper_->RecordVitals(therapist_, vitals);
+        written = answer(keeper_->RecordVitals(therapist_, vitals));
       } else {
         v1::AddTimelineEntryRequest tl;
         tl.set_name(rec->name());
         tl.mutable_entry()->set_kind(v1::TimelineEntry::KIND_OBSERVATION);
         tl.mutable_entry()->set_text(absl::StrCat("entry ", i));
         tl.set_request_id(Rid());
-        written = keeper_->AddTimelineEntry(therapist_, tl);
+        written = answer(keeper_->AddTimelineEntry(therapist_, tl));
       }
       ASSERT_TRUE(written.ok()) << i << ": " << written.status();
       ASSERT_EQ(written->version(), static_cast<int64_t>(answered.size()) + 1);
@@ -997,11 +1005,17 @@ TEST_F(RecordKeeperTest, EveryVersionReadsBackAsWrittenWhetherStoredWholeOrAsADe
       const std::string data = row.Bytes(1);
       ASSERT_FALSE(data.empty());
       EXPECT_EQ(data[0] != '\0', whole) << "version " << v;
-      EXPECT_EQ(data == answered[v - 1], whole) << "version " << v;
+      if (whole) {  // the version's bytes, not necessarily in field order (store::WholeAfterDelta)
+        v1::SessionRecord parsed;
+        EXPECT_TRUE(parsed.ParseFromString(data)) << "version " << v;
+        EXPECT_EQ(parsed.SerializeAsString(), answered[v - 1]) << "version " << v;
+      }
       if (!whole) {
         ++deltas;
         // The delta holds one entry and the fields that are not lists; the record, all of them.
-        if (v > 30) EXPECT_LT(data.size() * 3, answered[v - 1].size()) << "version " << v;
+        if (v > 30) {
+          EXPECT_LT(data.size() * 3, answered[v - 1].size()) << "version " << v;
+        }
       }
     }
     EXPECT_GE(deltas, 30u);
@@ -1063,6 +1077,79 @@ TEST(RecordDeltaTest, DeltasReplaceFieldsAppendToListsAndOtherwiseStoreWhole) {
   due.set_version(store::kWholeEvery + 1);
   EXPECT_EQ(store::StoredForm(due, true, sizes), due.SerializeAsString());
   EXPECT_EQ(store::ApplyDelta(before, next_bytes).status().code(), absl::StatusCode::kDataLoss);
+}
+
+// store::WholeAfterDelta: a version's whole built from the version before's bytes and its
+// delta is that version, for a change to every list and to fields set back to their default,
+// and building on such bytes again neither loses nor repeats anything (nor grows them).
+TEST(RecordDeltaTest, WholeAfterDeltaIsTheVersionForEveryList) {
+  v1::SessionRecord base;
+  base.set_name("clinics/c01/sessionRecords/r1");
+  base.set_version(2);
+  base.set_sitter("people/s1");
+  base.mutable_note()->set_text("draft");
+  *base.mutable_update_time() = ToProto(absl::FromUnixNanos(1'700'000'000'123'456'789));
+  base.add_dose_administrations()->set_dose_mg(25);
+  base.add_vitals()->set_heart_rate_bpm(70);
+  base.add_timeline()->set_text("one");
+  base.add_adverse_events()->set_description("dizzy");
+  std::string base_bytes = base.SerializeAsString();
+
+  v1::SessionRecord next = base;
+  for (int v = 3; v < 3 + 2 * store::kWholeEvery; ++v) {
+    SCOPED_TRACE(v);
+    const store::ListSizes sizes = store::ListSizesOf(next);
+    next.set_version(v);
+    next.clear_sitter();  // a field back to its default: absent from the delta, so from the whole
+    if (v % 2) {
+      next.clear_note();
+    } else {
+      next.mutable_note()->set_text(absl::StrCat("note ", v));
+    }
+    *next.mutable_update_time() = ToProto(absl::FromUnixSeconds(1'700'000'000 + v));  // nanos back to 0
+    switch (v % 4) {
+      case 0:
+        next.add_dose_administrations()->set_dose_mg(v);
+        break;
+      case 1:
+        next.add_vitals()->set_heart_rate_bpm(60 + v);
+        break;
+      case 2:
+        next.add_timeline()->set_text(absl::StrCat("entry ", v));
+        break;
+      default:
+        next.add_adverse_events()->set_description(absl::StrCat("event ", v));
+        break;
+    }
+    if (v % 5 == 0) next.add_timeline()->set_text("and another");  // two lists at once
+    std::optional<std::string> delta = store::DeltaOf(next, /*only_appended=*/true, sizes);
+    ASSERT_TRUE(delta.has_value());
+    std::optional<std::string> whole = store::WholeAfterDelta(base_bytes, *delta);
+    ASSERT_TRUE(whole.has_value());
+    v1::SessionRecord parsed;
+    ASSERT_TRUE(parsed.ParseFromString(*whole));
+    EXPECT_EQ(parsed.SerializeAsString(), next.SerializeAsString());
+    EXPECT_EQ(whole->size(), next.ByteSizeLong());
+    // BytesOf gives the same whole, and stores the delta unless the version is due to be whole.
+    store::VersionBytes bytes = store::BytesOf(next, true, sizes, &base_bytes);
+    EXPECT_EQ(bytes.whole, *whole);
+    EXPECT_EQ(bytes.stored, v % store::kWholeEvery == 1 ? *whole : *delta);
+    base_bytes = *std::move(whole);
+  }
+
+  // Not a delta, or a base that is not a serialized message: no whole (BytesOf serializes).
+  const store::ListSizes sizes = store::ListSizesOf(next);
+  next.set_version(next.version() + 1);
+  next.add_timeline()->set_text("last");
+  std::optional<std::string> delta = store::DeltaOf(next, true, sizes);
+  ASSERT_TRUE(delta.has_value());
+  EXPECT_FALSE(store::WholeAfterDelta(base_bytes, next.SerializeAsString()).has_value());
+  EXPECT_FALSE(store::WholeAfterDelta("\xff\xff\xff", *delta).has_value());
+  EXPECT_FALSE(store::WholeAfterDelta(base_bytes.substr(0, base_bytes.size() - 1), *delta).has_value());
+  std::string garbage = "\xff\xff\xff";
+  EXPECT_EQ(store::BytesOf(next, true, sizes, &garbage).whole, next.SerializeAsString());
+  // A change that is not list-only has no delta.
+  EXPECT_FALSE(store::DeltaOf(next, /*only_appended=*/false, sizes).has_value());
 }
 
 // The delta code names SessionRecord's lists one by one (store::StoredForm / ApplyDelta): a

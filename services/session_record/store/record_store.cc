@@ -6,6 +6,8 @@
 #include "common/status/errors.h"
 #include "common/status/macros.h"
 #include "common/time/proto_time.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 
 namespace continuum::records::store {
 namespace {
@@ -29,6 +31,15 @@ void ForEachList(v1::SessionRecord& a, v1::SessionRecord& b, F f) {
   f(*a.mutable_vitals(), *b.mutable_vitals());
   f(*a.mutable_timeline(), *b.mutable_timeline());
   f(*a.mutable_adverse_events(), *b.mutable_adverse_events());
+}
+
+// The field numbers of the lists ForEachList names (WholeAfterDelta copies these fields out of
+// a serialized record). The test WholeAfterDeltaIsTheVersionForEveryList fails when the two
+// disagree.
+bool IsListField(int number) {
+  return number == v1::SessionRecord::kDoseAdministrationsFieldNumber ||
+         number == v1::SessionRecord::kVitalsFieldNumber || number == v1::SessionRecord::kTimelineFieldNumber ||
+         number == v1::SessionRecord::kAdverseEventsFieldNumber;
 }
 
 // One stored version: its number and what AppendVersion stored.
@@ -86,13 +97,11 @@ ListSizes ListSizesOf(const v1::SessionRecord& r) {
   return {r.dose_administrations_size(), r.vitals_size(), r.timeline_size(), r.adverse_events_size()};
 }
 
-std::string StoredForm(v1::SessionRecord& next, bool only_appended, const ListSizes& before,
-                       const std::string* whole) {
+std::optional<std::string> DeltaOf(v1::SessionRecord& next, bool only_appended, const ListSizes& before) {
   const ListSizes after = ListSizesOf(next);
-  if (!only_appended || next.version() % kWholeEvery == 1 || after.doses < before.doses ||
-      after.vitals < before.vitals || after.timeline < before.timeline ||
-      after.adverse_events < before.adverse_events) {
-    return whole ? *whole : next.SerializeAsString();
+  if (!only_appended || after.doses < before.doses || after.vitals < before.vitals ||
+      after.timeline < before.timeline || after.adverse_events < before.adverse_events) {
+    return std::nullopt;
   }
   // The fields other than the lists, copied with the lists swapped out of `next` (and back).
   v1::SessionRecord lists;
@@ -108,6 +117,53 @@ std::string StoredForm(v1::SessionRecord& next, bool only_appended, const ListSi
   std::string out(1, kDeltaMarker);
   delta.AppendToString(&out);
   return out;
+}
+
+std::optional<std::string> WholeAfterDelta(absl::string_view base, absl::string_view delta) {
+  namespace wire = google::protobuf::internal;
+  if (!IsDelta(delta)) return std::nullopt;
+  std::string out;
+  out.reserve(base.size() + delta.size());
+  // One pass over the base's top-level fields (tags and lengths only, never into an entry),
+  // copying each run of list fields as it is.
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(base.data()),
+                                            static_cast<int>(base.size()));
+  size_t run = 0, run_end = 0;  // the run of list fields being gathered: [run, run_end)
+  while (true) {
+    const auto start = static_cast<size_t>(in.CurrentPosition());
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) {
+      if (start != base.size()) return std::nullopt;  // not a serialized record
+      break;
+    }
+    if (!wire::WireFormatLite::SkipField(&in, tag)) return std::nullopt;
+    if (!IsListField(wire::WireFormatLite::GetTagFieldNumber(tag))) continue;
+    if (start != run_end) {
+      out.append(base.data() + run, run_end - run);
+      run = start;
+    }
+    run_end = static_cast<size_t>(in.CurrentPosition());
+  }
+  out.append(base.data() + run, run_end - run);
+  out.append(delta.data() + 1, delta.size() - 1);
+  return out;
+}
+
+std::string StoredForm(v1::SessionRecord& next, bool only_appended, const ListSizes& before, const std::string* whole) {
+  std::optional<std::string> delta =
+      next.version() % kWholeEvery == 1 ? std::nullopt : DeltaOf(next, only_appended, before);
+  if (delta) return *std::move(delta);
+  return whole ? *whole : next.SerializeAsString();
+}
+
+VersionBytes BytesOf(v1::SessionRecord& next, bool only_appended, const ListSizes& before, const std::string* base) {
+  std::optional<std::string> delta = DeltaOf(next, only_appended, before);
+  std::optional<std::string> whole;
+  if (delta && base) whole = WholeAfterDelta(*base, *delta);
+  VersionBytes bytes;
+  bytes.whole = whole ? *std::move(whole) : next.SerializeAsString();
+  bytes.stored = delta && next.version() % kWholeEvery != 1 ? *std::move(delta) : bytes.whole;
+  return bytes;
 }
 
 absl::StatusOr<v1::SessionRecord> ApplyDelta(v1::SessionRecord previous, absl::string_view stored) {
@@ -127,31 +183,32 @@ std::shared_ptr<const v1::SessionRecord> LatestRecords::Find(const std::string& 
                                                              const std::string& record_id, int64_t version) const {
   absl::MutexLock lock(&mu_);
   auto it = records_.find(CacheKey(clinic_id, record_id));
-  if (it == records_.end() || it->second->version() != version) return nullptr;
-  return it->second;
+  if (it == records_.end() || it->second.record->version() != version) return nullptr;
+  return it->second.record;
 }
 
-std::shared_ptr<const v1::SessionRecord> LatestRecords::Take(const std::string& clinic_id,
-                                                             const std::string& record_id) {
+LatestRecords::Entry LatestRecords::Take(const std::string& clinic_id, const std::string& record_id) {
   absl::MutexLock lock(&mu_);
   auto it = records_.find(CacheKey(clinic_id, record_id));
-  if (it == records_.end()) return nullptr;
-  std::shared_ptr<const v1::SessionRecord> taken = std::move(it->second);
+  if (it == records_.end()) return {};
+  Entry taken = std::move(it->second);
   records_.erase(it);
   return taken;
 }
 
 void LatestRecords::Put(const std::string& clinic_id, const std::string& record_id,
-                        std::shared_ptr<const v1::SessionRecord> record) {
+                        std::shared_ptr<const v1::SessionRecord> record, std::shared_ptr<const std::string> bytes) {
   std::string key = CacheKey(clinic_id, record_id);
   absl::MutexLock lock(&mu_);
   auto it = records_.find(key);
   if (it != records_.end()) {
-    if (it->second->version() < record->version()) it->second = std::move(record);  // never backwards
+    if (it->second.record->version() < record->version()) {  // never backwards
+      it->second = {std::move(record), std::move(bytes)};
+    }
     return;
   }
   if (records_.size() >= max_entries_) records_.clear();
-  records_.emplace(std::move(key), std::move(record));
+  records_.emplace(std::move(key), Entry{std::move(record), std::move(bytes)});
 }
 
 absl::StatusOr<std::optional<int64_t>> LatestVersion(db::Tx& tx, const std::string& clinic_id,
