@@ -173,7 +173,7 @@ struct RecordKeeper::Change {
   std::vector<events::v1::EventEnvelope> events;
   // Set by a change that only added entries to the record's lists and left every entry
   // already in them as it was (other fields may change): the version may then be stored as a
-  // delta (store::StoredForm). Unset, the version is stored whole, which is always correct.
+  // delta (store::BytesOf). Unset, the version is stored whole, which is always correct.
   bool only_appended = false;
 
   events::v1::EventEnvelope& Event() {
@@ -187,6 +187,13 @@ struct RecordKeeper::Change {
     return e;
   }
 };
+
+WrittenRecord::operator v1::SessionRecord() const {
+  v1::SessionRecord sent;
+  // Bytes that do not parse answer a record with no name, which no caller's check accepts.
+  if (!sent.ParseFromString(*bytes_)) return v1::SessionRecord();
+  return sent;
+}
 
 WrittenRecord::WrittenRecord(v1::SessionRecord record)
     : bytes_(std::make_shared<const std::string>(record.SerializeAsString())) {

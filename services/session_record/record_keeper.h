@@ -33,8 +33,10 @@ class WrittenRecord {
   explicit WrittenRecord(v1::SessionRecord record);  // serializes it
   const v1::SessionRecord& record() const { return *record_; }
   const std::string& bytes() const { return *bytes_; }
-  // A copy, for callers that keep the record (the tests; every adapter uses bytes()).
-  operator v1::SessionRecord() const { return *record_; }  // NOLINT(google-explicit-constructor)
+  // The response as a client reads it, parsed from bytes() (which are not always built by
+  // serializing record(): see store::BytesOf), for callers that keep the record: the tests, so
+  // that each of them checks what the wire carries. Every adapter sends bytes() as they are.
+  operator v1::SessionRecord() const;  // NOLINT(google-explicit-constructor)
 
  private:
   std::shared_ptr<const v1::SessionRecord> record_;

@@ -1124,7 +1124,7 @@ TEST(RecordDeltaTest, WholeAfterDeltaIsTheVersionForEveryList) {
     if (v % 5 == 0) next.add_timeline()->set_text("and another");  // two lists at once
     std::optional<std::string> delta = store::DeltaOf(next, /*only_appended=*/true, sizes);
     ASSERT_TRUE(delta.has_value());
-    std::optional<std::string> whole = store::WholeAfterDelta(base_bytes, *delta);
+    std::optional<std::string> whole = store::WholeAfterDelta(base_bytes, sizes, *delta);
     ASSERT_TRUE(whole.has_value());
     v1::SessionRecord parsed;
     ASSERT_TRUE(parsed.ParseFromString(*whole));
@@ -1143,9 +1143,17 @@ TEST(RecordDeltaTest, WholeAfterDeltaIsTheVersionForEveryList) {
   next.add_timeline()->set_text("last");
   std::optional<std::string> delta = store::DeltaOf(next, true, sizes);
   ASSERT_TRUE(delta.has_value());
-  EXPECT_FALSE(store::WholeAfterDelta(base_bytes, next.SerializeAsString()).has_value());
-  EXPECT_FALSE(store::WholeAfterDelta("\xff\xff\xff", *delta).has_value());
-  EXPECT_FALSE(store::WholeAfterDelta(base_bytes.substr(0, base_bytes.size() - 1), *delta).has_value());
+  EXPECT_TRUE(store::WholeAfterDelta(base_bytes, sizes, *delta).has_value());
+  EXPECT_FALSE(store::WholeAfterDelta(base_bytes, sizes, next.SerializeAsString()).has_value());
+  EXPECT_FALSE(store::WholeAfterDelta("\xff\xff\xff", sizes, *delta).has_value());
+  EXPECT_FALSE(store::WholeAfterDelta(base_bytes.substr(0, base_bytes.size() - 1), sizes, *delta).has_value());
+  // Bytes of another version than the one the delta was taken over (a list longer or shorter).
+  store::ListSizes other = sizes;
+  ++other.vitals;
+  EXPECT_FALSE(store::WholeAfterDelta(base_bytes, other, *delta).has_value());
+  other = sizes;
+  --other.timeline;
+  EXPECT_FALSE(store::WholeAfterDelta(base_bytes, other, *delta).has_value());
   std::string garbage = "\xff\xff\xff";
   EXPECT_EQ(store::BytesOf(next, true, sizes, &garbage).whole, next.SerializeAsString());
   // A change that is not list-only has no delta.

@@ -33,13 +33,26 @@ void ForEachList(v1::SessionRecord& a, v1::SessionRecord& b, F f) {
   f(*a.mutable_adverse_events(), *b.mutable_adverse_events());
 }
 
-// The field numbers of the lists ForEachList names (WholeAfterDelta copies these fields out of
-// a serialized record). The test WholeAfterDeltaIsTheVersionForEveryList fails when the two
-// disagree.
-bool IsListField(int number) {
-  return number == v1::SessionRecord::kDoseAdministrationsFieldNumber ||
-         number == v1::SessionRecord::kVitalsFieldNumber || number == v1::SessionRecord::kTimelineFieldNumber ||
-         number == v1::SessionRecord::kAdverseEventsFieldNumber;
+// Where a top-level field of SessionRecord goes in ListSizes (the order ForEachList names the
+// lists in): 0-3 for a list, kNotAList for any other field, kUnknownList for a repeated field
+// that is not one of those four (DeltasCoverEveryListOfTheRecord fails until ForEachList names
+// it; until this names it too, WholeAfterDelta declines and the record is serialized whole).
+constexpr int kNotAList = -1, kUnknownList = -2;
+int ListIndex(int number) {
+  switch (number) {
+    case v1::SessionRecord::kDoseAdministrationsFieldNumber:
+      return 0;
+    case v1::SessionRecord::kVitalsFieldNumber:
+      return 1;
+    case v1::SessionRecord::kTimelineFieldNumber:
+      return 2;
+    case v1::SessionRecord::kAdverseEventsFieldNumber:
+      return 3;
+    default:
+      break;
+  }
+  const auto* field = v1::SessionRecord::descriptor()->FindFieldByNumber(number);
+  return field && field->is_repeated() ? kUnknownList : kNotAList;
 }
 
 // One stored version: its number and what AppendVersion stored.
@@ -119,15 +132,17 @@ std::optional<std::string> DeltaOf(v1::SessionRecord& next, bool only_appended, 
   return out;
 }
 
-std::optional<std::string> WholeAfterDelta(absl::string_view base, absl::string_view delta) {
+std::optional<std::string> WholeAfterDelta(absl::string_view base, const ListSizes& base_sizes,
+                                           absl::string_view delta) {
   namespace wire = google::protobuf::internal;
   if (!IsDelta(delta)) return std::nullopt;
   std::string out;
   out.reserve(base.size() + delta.size());
   // One pass over the base's top-level fields (tags and lengths only, never into an entry),
-  // copying each run of list fields as it is.
+  // copying each run of list fields as it is and counting the entries of each list.
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(base.data()),
                                             static_cast<int>(base.size()));
+  int counts[4] = {0, 0, 0, 0};
   size_t run = 0, run_end = 0;  // the run of list fields being gathered: [run, run_end)
   while (true) {
     const auto start = static_cast<size_t>(in.CurrentPosition());
@@ -137,12 +152,20 @@ std::optional<std::string> WholeAfterDelta(absl::string_view base, absl::string_
       break;
     }
     if (!wire::WireFormatLite::SkipField(&in, tag)) return std::nullopt;
-    if (!IsListField(wire::WireFormatLite::GetTagFieldNumber(tag))) continue;
+    const int list = ListIndex(wire::WireFormatLite::GetTagFieldNumber(tag));
+    if (list == kUnknownList) return std::nullopt;
+    if (list == kNotAList) continue;
+    ++counts[list];
     if (start != run_end) {
       out.append(base.data() + run, run_end - run);
       run = start;
     }
     run_end = static_cast<size_t>(in.CurrentPosition());
+  }
+  // Bytes that are not the base the delta was taken over: serialize instead of guessing.
+  if (counts[0] != base_sizes.doses || counts[1] != base_sizes.vitals || counts[2] != base_sizes.timeline ||
+      counts[3] != base_sizes.adverse_events) {
+    return std::nullopt;
   }
   out.append(base.data() + run, run_end - run);
   out.append(delta.data() + 1, delta.size() - 1);
@@ -159,7 +182,7 @@ std::string StoredForm(v1::SessionRecord& next, bool only_appended, const ListSi
 VersionBytes BytesOf(v1::SessionRecord& next, bool only_appended, const ListSizes& before, const std::string* base) {
   std::optional<std::string> delta = DeltaOf(next, only_appended, before);
   std::optional<std::string> whole;
-  if (delta && base) whole = WholeAfterDelta(*base, *delta);
+  if (delta && base) whole = WholeAfterDelta(*base, before, *delta);
   VersionBytes bytes;
   bytes.whole = whole ? *std::move(whole) : next.SerializeAsString();
   bytes.stored = delta && next.version() % kWholeEvery != 1 ? *std::move(delta) : bytes.whole;

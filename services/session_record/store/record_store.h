@@ -83,14 +83,17 @@ std::string StoredForm(v1::SessionRecord& next, bool only_appended, const ListSi
 // nullopt when the change was not list-only or a list shrank.
 std::optional<std::string> DeltaOf(v1::SessionRecord& next, bool only_appended, const ListSizes& before);
 // The serialized whole of the version stored as `delta` over the version whose serialized
-// whole is `base`: the base's list fields, as they are, then the delta. That is the same
+// whole is `base` (with `base_sizes` entries in its lists): the base's list fields, as they
+// are, then the delta. That is the same
 // message as the version's own serialization, though not in field order (parsers take fields
 // in any order; each list keeps its entries' order, and every other field appears once, from
 // the delta). It saves walking every entry of the record to serialize it again on every write:
 // that walk, cache misses on each entry's strings and proto3's UTF-8 check of all of them, was
 // 17% of session-record's CPU under 40-entry timelines (session 17). nullopt when `delta` is
-// not a delta or `base` is not a serialized message.
-std::optional<std::string> WholeAfterDelta(absl::string_view base, absl::string_view delta);
+// not a delta, or `base` is not a serialized record with `base_sizes` entries in its lists (the
+// caller then serializes the record).
+std::optional<std::string> WholeAfterDelta(absl::string_view base, const ListSizes& base_sizes,
+                                           absl::string_view delta);
 // A new version's bytes: `whole` (its serialized whole, also a response's bytes) and `stored`
 // (what StoredForm would give). With `base`, the serialized whole of the version `next` was
 // built from (whose list sizes were `before`), a list-only change's whole is WholeAfterDelta.
