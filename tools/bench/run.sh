@@ -25,8 +25,11 @@ bin="$build/bin"
 t_begin=$SECONDS
 say() { printf '== %s (%ds)\n' "$*" $((SECONDS - t_begin)) >&2; }
 
-# ---- dependencies: what this script runs besides the build (plots via Debian's matplotlib,
-# run with /usr/bin/python3, not a pyenv python).
+# ---- dependencies: the build's (tools/dev/deps.sh, as tools/up.sh and tools/test.sh), and
+# what this script runs besides the build (plots via Debian's matplotlib, run with
+# /usr/bin/python3, not a pyenv python).
+source "$root/tools/dev/deps.sh"
+continuum_install_deps
 missing=()
 for p in python3-matplotlib redis-server redis-tools postgresql; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -39,10 +42,16 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# ---- build only what runs here (the machine is shared: one job, low priority).
+# ---- build only what runs here (the machine is shared: low priority, and one job when only a
+# few files changed; a fresh checkout is configured first and built with every core).
 say "building"
-export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
-nice ninja -C "$build" -j1 continuum-loadgen continuum-echo-server continuum-scheduling \
+jobs=(-j1)
+if [ ! -f "$build/build.ninja" ]; then
+  say "configuring $build (a fresh checkout: the first build takes several minutes)"
+  continuum_configure "$root" "$build"
+  jobs=()
+fi
+nice ninja -C "$build" "${jobs[@]}" continuum-loadgen continuum-echo-server continuum-scheduling \
   continuum-session-record continuum-messaging >/dev/null
 
 # ---- processes: every one started here is recorded and stopped on exit.

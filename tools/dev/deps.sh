@@ -48,12 +48,18 @@ continuum_install_npm_tools() {
   fi
 }
 
-continuum_configure_and_build() {
+# Configures `build` (Ninja, RelWithDebInfo) unless it already is; ccache is shared between
+# checkouts (the base dir is stripped from what it hashes).
+continuum_configure() {
   local root="$1" build="$2"
   export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
   if [ ! -f "$build/build.ninja" ]; then
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DCONTINUUM_BUF="$root/.cache/npm/node_modules/@bufbuild/buf-linux-x64/bin/buf" >/dev/null
   fi
-  ninja -C "$build"
+}
+
+continuum_configure_and_build() {
+  continuum_configure "$1" "$2"
+  ninja -C "$2"
 }
