@@ -1160,6 +1160,60 @@ TEST(RecordDeltaTest, WholeAfterDeltaIsTheVersionForEveryList) {
   EXPECT_FALSE(store::DeltaOf(next, /*only_appended=*/false, sizes).has_value());
 }
 
+// The replica's cache of latest versions is bounded by entries and by serialized bytes: it
+// starts over when either would be exceeded, never keeps a record larger than its whole budget,
+// never goes back to an older version, and counts what Take hands out as gone.
+TEST(LatestRecordsTest, StaysWithinItsEntriesAndBytesAndNeverGoesBack) {
+  auto record = [](const std::string& id, int64_t version) {
+    auto r = std::make_shared<v1::SessionRecord>();
+    r->set_name("clinics/c01/sessionRecords/" + id);
+    r->set_version(version);
+    return r;
+  };
+  auto bytes = [](size_t n) { return std::make_shared<const std::string>(n, 'x'); };
+  store::LatestRecords cache(/*max_entries=*/3, /*max_bytes=*/1000);
+  cache.Put("c01", "a", record("a", 1), bytes(600));
+  cache.Put("c01", "b", record("b", 1), bytes(300));
+  EXPECT_EQ(cache.entries(), 2u);
+  EXPECT_EQ(cache.bytes(), 900u);
+  cache.Put("c01", "c", record("c", 1), bytes(200));  // 1,100 bytes would be over: starts over
+  EXPECT_EQ(cache.entries(), 1u);
+  EXPECT_EQ(cache.bytes(), 200u);
+  EXPECT_EQ(cache.Find("c01", "a", 1), nullptr);
+  EXPECT_NE(cache.Find("c01", "c", 1), nullptr);
+  cache.Put("c01", "d", record("d", 1), bytes(1001));  // larger than the whole budget: not kept
+  EXPECT_EQ(cache.Find("c01", "d", 1), nullptr);
+  EXPECT_EQ(cache.bytes(), 200u);
+
+  cache.Put("c01", "c", record("c", 2), bytes(250));  // a newer version replaces
+  EXPECT_EQ(cache.bytes(), 250u);
+  cache.Put("c01", "c", record("c", 1), bytes(10));  // an older one never does
+  EXPECT_NE(cache.Find("c01", "c", 2), nullptr);
+  EXPECT_EQ(cache.bytes(), 250u);
+  store::LatestRecords::Entry taken = cache.Take("c01", "c");
+  ASSERT_NE(taken.record, nullptr);
+  EXPECT_EQ(taken.record->version(), 2);
+  EXPECT_EQ(taken.bytes->size(), 250u);
+  EXPECT_EQ(cache.entries(), 0u);
+  EXPECT_EQ(cache.bytes(), 0u);
+
+  // Without bytes the record's serialized size counts; the same version with bytes adds them.
+  auto e = record("e", 3);
+  const size_t e_size = e->ByteSizeLong();
+  cache.Put("c01", "e", e);
+  EXPECT_EQ(cache.bytes(), e_size);
+  cache.Put("c01", "e", record("e", 3), bytes(40));
+  EXPECT_EQ(cache.bytes(), 40u);
+  EXPECT_NE(cache.Take("c01", "e").bytes, nullptr);
+
+  // The entry bound: the fourth record starts it over.
+  for (const char* id : {"f", "g", "h"}) cache.Put("c01", id, record(id, 1), bytes(1));
+  EXPECT_EQ(cache.entries(), 3u);
+  cache.Put("c01", "i", record("i", 1), bytes(1));
+  EXPECT_EQ(cache.entries(), 1u);
+  EXPECT_EQ(cache.bytes(), 1u);
+}
+
 // The delta code names SessionRecord's lists one by one (store::StoredForm / ApplyDelta): a
 // list added to the record must be added there too, or its entries would be lost from deltas.
 TEST(RecordDeltaTest, DeltasCoverEveryListOfTheRecord) {

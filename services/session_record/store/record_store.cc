@@ -206,32 +206,51 @@ std::shared_ptr<const v1::SessionRecord> LatestRecords::Find(const std::string& 
                                                              const std::string& record_id, int64_t version) const {
   absl::MutexLock lock(&mu_);
   auto it = records_.find(CacheKey(clinic_id, record_id));
-  if (it == records_.end() || it->second.record->version() != version) return nullptr;
-  return it->second.record;
+  if (it == records_.end() || it->second.entry.record->version() != version) return nullptr;
+  return it->second.entry.record;
 }
 
 LatestRecords::Entry LatestRecords::Take(const std::string& clinic_id, const std::string& record_id) {
   absl::MutexLock lock(&mu_);
   auto it = records_.find(CacheKey(clinic_id, record_id));
   if (it == records_.end()) return {};
-  Entry taken = std::move(it->second);
+  Entry taken = std::move(it->second.entry);
+  bytes_ -= it->second.size;
   records_.erase(it);
   return taken;
 }
 
 void LatestRecords::Put(const std::string& clinic_id, const std::string& record_id,
                         std::shared_ptr<const v1::SessionRecord> record, std::shared_ptr<const std::string> bytes) {
+  const size_t size = bytes ? bytes->size() : record->ByteSizeLong();
   std::string key = CacheKey(clinic_id, record_id);
   absl::MutexLock lock(&mu_);
   auto it = records_.find(key);
   if (it != records_.end()) {
-    if (it->second.record->version() < record->version()) {  // never backwards
-      it->second = {std::move(record), std::move(bytes)};
-    }
-    return;
+    // Never backwards. The same version again (versions are immutable) replaces the entry only
+    // to add the bytes it lacked.
+    const int64_t kept = it->second.entry.record->version();
+    if (kept > record->version() || (kept == record->version() && (it->second.entry.bytes || !bytes))) return;
+    bytes_ -= it->second.size;
+    records_.erase(it);
   }
-  if (records_.size() >= max_entries_) records_.clear();
-  records_.emplace(std::move(key), Entry{std::move(record), std::move(bytes)});
+  if (size > max_bytes_) return;
+  if (records_.size() >= max_entries_ || bytes_ + size > max_bytes_) {
+    records_.clear();
+    bytes_ = 0;
+  }
+  records_.emplace(std::move(key), Kept{Entry{std::move(record), std::move(bytes)}, size});
+  bytes_ += size;
+}
+
+size_t LatestRecords::entries() const {
+  absl::MutexLock lock(&mu_);
+  return records_.size();
+}
+
+size_t LatestRecords::bytes() const {
+  absl::MutexLock lock(&mu_);
+  return bytes_;
 }
 
 absl::StatusOr<std::optional<int64_t>> LatestVersion(db::Tx& tx, const std::string& clinic_id,

@@ -24,10 +24,13 @@ namespace v1 = ::continuum::records::v1;
 // version as the latest, so a write by another replica is never hidden: what the cache saves
 // is parsing (and allocating) the whole record on every write, not the lookup. Versions are
 // immutable once committed, so an entry can only be stale, never wrong; only committed
-// versions may be put in. Bounded: when full, it starts over.
+// versions may be put in. Bounded by entries and by their serialized size (a cached record
+// takes a few times that in memory: the parsed record, and the bytes a write keeps with it);
+// when either is reached it starts over, and a record larger than the whole budget is not kept.
 class LatestRecords {
  public:
-  explicit LatestRecords(size_t max_entries = 4096) : max_entries_(max_entries) {}
+  explicit LatestRecords(size_t max_entries = 4096, size_t max_bytes = size_t{64} << 20)
+      : max_entries_(max_entries), max_bytes_(max_bytes) {}
   std::shared_ptr<const v1::SessionRecord> Find(const std::string& clinic_id, const std::string& record_id,
                                                 int64_t version) const;
   // Removes the entry and returns it, whatever its version (null if none). It may be stale:
@@ -35,7 +38,8 @@ class LatestRecords {
   // inside its transaction. A writer that is then its only holder may turn it into the next
   // version in place (it is put back once that version is committed).
   // `bytes`, when known, is the version's serialized whole (a write builds the next version's
-  // from it: see BytesOf).
+  // from it: see BytesOf). Without them the record's size is computed here, so it must not be
+  // shared with another thread yet.
   struct Entry {
     std::shared_ptr<const v1::SessionRecord> record;
     std::shared_ptr<const std::string> bytes;  // may be null
@@ -43,11 +47,20 @@ class LatestRecords {
   Entry Take(const std::string& clinic_id, const std::string& record_id);
   void Put(const std::string& clinic_id, const std::string& record_id, std::shared_ptr<const v1::SessionRecord> record,
            std::shared_ptr<const std::string> bytes = nullptr);
+  // How many entries and bytes (serialized, as counted at Put) are kept.
+  size_t entries() const;
+  size_t bytes() const;
 
  private:
+  struct Kept {
+    Entry entry;
+    size_t size;  // serialized, counted against max_bytes_
+  };
   const size_t max_entries_;
+  const size_t max_bytes_;
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<std::string, Entry> records_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Kept> records_ ABSL_GUARDED_BY(mu_);
+  size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // The latest version through `cache`: one indexed lookup of the version number, and the
