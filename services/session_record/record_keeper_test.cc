@@ -1039,7 +1039,7 @@ TEST_F(RecordKeeperTest, EveryVersionReadsBackAsWrittenWhetherStoredWholeOrAsADe
   }
 }
 
-// store::StoredForm and ApplyDelta: a delta replaces every field that is not a list (also
+// store::BytesOf and ApplyDelta: a delta replaces every field that is not a list (also
 // with a default value) and appends to the lists; anything else is stored whole.
 TEST(RecordDeltaTest, DeltasReplaceFieldsAppendToListsAndOtherwiseStoreWhole) {
   v1::SessionRecord before;
@@ -1058,7 +1058,7 @@ TEST(RecordDeltaTest, DeltasReplaceFieldsAppendToListsAndOtherwiseStoreWhole) {
   next.add_timeline()->set_text("two");
   next.add_adverse_events()->set_description("nausea");
   const std::string next_bytes = next.SerializeAsString();
-  std::string delta = store::StoredForm(next, /*only_appended=*/true, sizes);
+  std::string delta = store::BytesOf(next, /*only_appended=*/true, sizes, nullptr).stored;
   EXPECT_EQ(next.SerializeAsString(), next_bytes);  // restored after the lists were swapped out
   ASSERT_FALSE(delta.empty());
   EXPECT_EQ(delta[0], '\0');
@@ -1069,13 +1069,13 @@ TEST(RecordDeltaTest, DeltasReplaceFieldsAppendToListsAndOtherwiseStoreWhole) {
   EXPECT_EQ(applied->SerializeAsString(), next_bytes);
 
   // Not declared list-only, a list that shrank, or a version due to be whole: stored whole.
-  EXPECT_EQ(store::StoredForm(next, /*only_appended=*/false, sizes), next_bytes);
+  EXPECT_EQ(store::BytesOf(next, /*only_appended=*/false, sizes, nullptr).stored, next_bytes);
   v1::SessionRecord shrunk = next;
   shrunk.clear_vitals();
-  EXPECT_EQ(store::StoredForm(shrunk, true, sizes), shrunk.SerializeAsString());
+  EXPECT_EQ(store::BytesOf(shrunk, true, sizes, nullptr).stored, shrunk.SerializeAsString());
   v1::SessionRecord due = next;
   due.set_version(store::kWholeEvery + 1);
-  EXPECT_EQ(store::StoredForm(due, true, sizes), due.SerializeAsString());
+  EXPECT_EQ(store::BytesOf(due, true, sizes, nullptr).stored, due.SerializeAsString());
   EXPECT_EQ(store::ApplyDelta(before, next_bytes).status().code(), absl::StatusCode::kDataLoss);
 }
 
@@ -1214,7 +1214,7 @@ TEST(LatestRecordsTest, StaysWithinItsEntriesAndBytesAndNeverGoesBack) {
   EXPECT_EQ(cache.bytes(), 1u);
 }
 
-// The delta code names SessionRecord's lists one by one (store::StoredForm / ApplyDelta): a
+// The delta code names SessionRecord's lists one by one (store::DeltaOf / ApplyDelta): a
 // list added to the record must be added there too, or its entries would be lost from deltas.
 TEST(RecordDeltaTest, DeltasCoverEveryListOfTheRecord) {
   std::set<std::string> lists;

@@ -172,13 +172,6 @@ std::optional<std::string> WholeAfterDelta(absl::string_view base, const ListSiz
   return out;
 }
 
-std::string StoredForm(v1::SessionRecord& next, bool only_appended, const ListSizes& before, const std::string* whole) {
-  std::optional<std::string> delta =
-      next.version() % kWholeEvery == 1 ? std::nullopt : DeltaOf(next, only_appended, before);
-  if (delta) return *std::move(delta);
-  return whole ? *whole : next.SerializeAsString();
-}
-
 VersionBytes BytesOf(v1::SessionRecord& next, bool only_appended, const ListSizes& before, const std::string* base) {
   std::optional<std::string> delta = DeltaOf(next, only_appended, before);
   std::optional<std::string> whole;

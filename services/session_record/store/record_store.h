@@ -86,14 +86,10 @@ struct ListSizes {
   int doses = 0, vitals = 0, timeline = 0, adverse_events = 0;
 };
 ListSizes ListSizesOf(const v1::SessionRecord& record);
-// What AppendVersion stores for `next` (version already set), written by a change that kept
-// the first `before` entries of each list as they were (`only_appended`): a delta when allowed,
-// otherwise the whole record, `whole` when given (its serialized bytes) or serialized here.
-// `next` is changed during the call and restored (its lists are swapped out, not copied).
-std::string StoredForm(v1::SessionRecord& next, bool only_appended, const ListSizes& before,
-                       const std::string* whole = nullptr);
-// The delta AppendVersion would store for `next` (see StoredForm), whatever its version:
-// nullopt when the change was not list-only or a list shrank.
+// The delta of `next` (version already set), written by a change that kept the first `before`
+// entries of each list as they were (`only_appended`), over the version before it: nullopt when
+// the change was not list-only or a list shrank. `next` is changed during the call and restored
+// (its lists are swapped out, not copied).
 std::optional<std::string> DeltaOf(v1::SessionRecord& next, bool only_appended, const ListSizes& before);
 // The serialized whole of the version stored as `delta` over the version whose serialized
 // whole is `base` (with `base_sizes` entries in its lists): the base's list fields, as they
@@ -108,7 +104,8 @@ std::optional<std::string> DeltaOf(v1::SessionRecord& next, bool only_appended, 
 std::optional<std::string> WholeAfterDelta(absl::string_view base, const ListSizes& base_sizes,
                                            absl::string_view delta);
 // A new version's bytes: `whole` (its serialized whole, also a response's bytes) and `stored`
-// (what StoredForm would give). With `base`, the serialized whole of the version `next` was
+// (what AppendVersion stores: the delta when there is one and the version is not due to be
+// whole, otherwise the whole). With `base`, the serialized whole of the version `next` was
 // built from (whose list sizes were `before`), a list-only change's whole is WholeAfterDelta.
 struct VersionBytes {
   std::string whole;
@@ -122,7 +119,7 @@ absl::StatusOr<v1::SessionRecord> ApplyDelta(v1::SessionRecord previous, absl::s
 absl::StatusOr<std::optional<v1::SessionRecord>> GetRecord(db::Tx& tx, const std::string& clinic_id,
                                                            const std::string& record_id, int64_t version = 0);
 // Appends `record` (whose version is already set; `stored`, when given, is what to store: see
-// StoredForm; otherwise the whole record) as a new version and moves the head to it.
+// BytesOf; otherwise the whole record) as a new version and moves the head to it.
 // The head moves only from version - 1: a concurrent writer makes this ABORTED.
 absl::Status AppendVersion(db::Tx& tx, const std::string& clinic_id, const std::string& record_id,
                            const v1::SessionRecord& record, const std::string& author, const std::string& action,
