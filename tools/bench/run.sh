@@ -29,18 +29,7 @@ say() { printf '== %s (%ds)\n' "$*" $((SECONDS - t_begin)) >&2; }
 # what this script runs besides the build (plots via Debian's matplotlib, run with
 # /usr/bin/python3, not a pyenv python).
 source "$root/tools/dev/deps.sh"
-continuum_install_deps
-missing=()
-for p in python3-matplotlib redis-server redis-tools postgresql; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  say "installing ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+continuum_install_deps python3-matplotlib
 
 # ---- build only what runs here (the machine is shared: low priority, and one job when only a
 # few files changed; a fresh checkout is configured first and built with every core).
@@ -48,9 +37,9 @@ say "building"
 jobs=(-j1)
 if [ ! -f "$build/build.ninja" ]; then
   say "configuring $build (a fresh checkout: the first build takes several minutes)"
-  continuum_configure "$root" "$build"
   jobs=()
 fi
+continuum_configure "$root" "$build"  # also sets ccache's base dir, configured or not
 nice ninja -C "$build" "${jobs[@]}" continuum-loadgen continuum-echo-server continuum-scheduling \
   continuum-session-record continuum-messaging >/dev/null
 

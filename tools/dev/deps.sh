@@ -13,9 +13,10 @@ CONTINUUM_APT_PACKAGES=(
   util-linux tzdata
 )
 
+# Extra packages a caller needs besides the build's may be named as arguments.
 continuum_install_deps() {
   local missing=()
-  for p in "${CONTINUUM_APT_PACKAGES[@]}"; do
+  for p in "${CONTINUUM_APT_PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   # Node and npm may come from elsewhere than Debian (a newer Node bundles npm).
